@@ -1,0 +1,30 @@
+"""mmrl-harness: fine-tune vision-language models with RL and compare image-text fusion strategies.
+
+Importing the package is cheap (no torch): the public API below is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# name -> "module:attribute"; resolved lazily so `mmrl plugins` never imports torch.
+_PUBLIC = {
+    "load_vlm": "mmrl_harness.models.loading:load_vlm",
+    "build_tiny_vlm": "mmrl_harness.models.tiny:build_tiny_vlm",
+    "Anatomy": "mmrl_harness.models.anatomy:Anatomy",
+    "anatomy_for": "mmrl_harness.models.anatomy:anatomy_for",
+    "PLUGIN_API_VERSION": "mmrl_harness.registry:PLUGIN_API_VERSION",
+    "get_registry": "mmrl_harness.registry:get_registry",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'mmrl_harness' has no attribute {name!r}")
+    module, _, attr = _PUBLIC[name].partition(":")
+    return getattr(importlib.import_module(module), attr)

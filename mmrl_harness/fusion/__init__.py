@@ -1,0 +1,1 @@
+"""Fusion adapters: ways to fuse image and text inside a pretrained VLM."""
