@@ -181,8 +181,10 @@ class Registry(Generic[T]):
     def _check_api(self, obj: Any, info: PluginInfo) -> None:
         declared = getattr(obj, "plugin_api_version", None)
         if declared != PLUGIN_API_VERSION:
-            what = "declares no plugin_api_version" if declared is None else (
-                f"targets plugin API {declared!r}"
+            what = (
+                "declares no plugin_api_version"
+                if declared is None
+                else (f"targets plugin API {declared!r}")
             )
             raise PluginValidationError(
                 f"{self.kind} plugin {info.name!r} from {info.distribution} {info.version} "
@@ -210,8 +212,9 @@ def _info(ep: EntryPoint, kind: str) -> PluginInfo:
 
 
 def _local_info(name: str, kind: str) -> PluginInfo:
-    return PluginInfo(name=name, kind=kind, value="<registered in-process>",
-                      distribution="<local>", version="-")
+    return PluginInfo(
+        name=name, kind=kind, value="<registered in-process>", distribution="<local>", version="-"
+    )
 
 
 def _validator(path: str) -> Callable[[Any, PluginInfo], None]:
@@ -223,7 +226,9 @@ def _validator(path: str) -> Callable[[Any, PluginInfo], None]:
     return validate
 
 
-fusion_adapters: Registry[Any] = Registry("fusion", _validator("mmrl_harness.fusion.base:validate_plugin"))
+fusion_adapters: Registry[Any] = Registry(
+    "fusion", _validator("mmrl_harness.fusion.base:validate_plugin")
+)
 architectures: Registry[Any] = Registry(
     "architectures", _validator("mmrl_harness.models.anatomy:validate_plugin")
 )

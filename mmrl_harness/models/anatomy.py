@@ -118,7 +118,7 @@ def anatomy_for(model_or_config: Any) -> Anatomy:
     model_type = getattr(config, "model_type", None)
     supported: list[str] = []
     broken: list[str] = []
-    for name, loaded in architectures.load_all().items():
+    for loaded in architectures.load_all().values():
         if isinstance(loaded, PluginError):  # a broken plugin must not hide the working ones
             broken.append(str(loaded))
             continue
