@@ -48,6 +48,9 @@ class Anatomy:
         image_token_id_attr: config attribute holding the image placeholder token id.
         text_config_attr: config attribute holding the text config (hidden size, layers ...).
         vision_hidden_size_attr: attribute of ``config.vision_config`` with the vision width.
+        processor_class: ``"module:Class"`` of a processor to load instead of the one the
+            checkpoint names, or None for ``AutoProcessor``. For families whose stock processor
+            imports torchvision through its video processor (Qwen-VL, SmolVLM).
     """
 
     family: str
@@ -60,6 +63,7 @@ class Anatomy:
     image_token_id_attr: str = "image_token_id"
     text_config_attr: str = "text_config"
     vision_hidden_size_attr: str = "hidden_size"
+    processor_class: str | None = None
     plugin_api_version: int = PLUGIN_API_VERSION
 
     def get(self, model: Any, part: str) -> nn.Module:
@@ -98,6 +102,7 @@ QWEN2_VL = Anatomy(
     decoder_layers="model.language_model.layers",
     embed_tokens="model.language_model.embed_tokens",
     vision_hidden_size_attr="embed_dim",
+    processor_class="mmrl_harness.models.loading:Qwen2VLImageOnlyProcessor",
 )
 
 

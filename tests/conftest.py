@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated tiny-model cache and the two tiny VLMs, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub (it reads this once, at import): tests never download,
+# and an unknown Hub id fails at once instead of after ~25 s of connection retries.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from mmrl_harness.models.loading import LoadedVLM
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mmrl_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A per-session ``MMRL_CACHE``, so tests never read or write the user's cache."""
+    cache = tmp_path_factory.mktemp("mmrl_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMRL_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(mmrl_cache: Path) -> LoadedVLM:
+    """``tiny-llava`` loaded through ``load_vlm`` (shared: do not train it in place)."""
+    from mmrl_harness.models.loading import load_vlm
+
+    return load_vlm("tiny-llava")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(mmrl_cache: Path) -> LoadedVLM:
+    """``tiny-qwen2-vl`` loaded through ``load_vlm`` (shared: do not train it in place)."""
+    from mmrl_harness.models.loading import load_vlm
+
+    return load_vlm("tiny-qwen2-vl")
