@@ -5,7 +5,10 @@ Heavy modules (torch, transformers) are imported inside commands, so listing com
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,9 +27,22 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the library's input errors into one clear line (MMRL_DEBUG=1 keeps the traceback)."""
+    from mmrl_harness.registry import PluginError
+
+    try:
+        yield
+    except (PluginError, ValueError, OSError) as err:
+        if os.environ.get("MMRL_DEBUG"):
+            raise
+        _fail(str(err))
 
 
 @app.command()
@@ -89,7 +105,8 @@ def quickstart(
     """Build a tiny VLM offline and ask it a question about a generated image."""
     from mmrl_harness.quickstart import run_quickstart
 
-    run_quickstart(family=family, console=console)
+    with _user_errors():
+        run_quickstart(family=family, console=console)
 
 
 def main() -> None:

@@ -1,0 +1,402 @@
+"""Fusion adapters on both tiny VLM families: identity at init, decoding, cost, LoRA, GRPO."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel
+from PIL import Image
+
+from mmrl_harness.fusion import (
+    FusionAdapter,
+    FusionAttachError,
+    FusionOptionsError,
+    apply_lora,
+    attach_fusion,
+    attached_adapter,
+    fusion_lora_config,
+    validate_plugin,
+)
+from mmrl_harness.fusion.flops import count_flops
+from mmrl_harness.models.anatomy import LLAVA, Anatomy
+from mmrl_harness.models.generation import build_inputs
+from mmrl_harness.models.loading import LoadedVLM
+from mmrl_harness.models.tiny import IMAGE_TOKENS
+from mmrl_harness.registry import PluginInfo, PluginValidationError, UnknownPluginError
+
+FAMILIES = ["tiny_llava", "tiny_qwen"]
+#: Each adapter with options that exercise it on the 2-layer tiny models.
+ADAPTERS: dict[str, dict[str, Any]] = {
+    "concat": {"train_projector": True},
+    "weighted_sum": {},
+    "cross_attention": {"layers": [0, -1]},
+    "mm_transformer": {"latents": 8, "depth": 1},
+}
+LORA = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+# Different lengths, so the batch is left-padded.
+QUESTIONS = ["what color is the shape ?", "how many objects are in the image ?"]
+
+
+@pytest.fixture(params=FAMILIES)
+def loaded(request: pytest.FixtureRequest) -> LoadedVLM:
+    """Each tiny family in turn (shared: tests attach to deep copies only)."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+def _images() -> list[Image.Image]:
+    return [Image.new("RGB", (32, 32), c) for c in [(255, 0, 0), (0, 0, 255)]]
+
+
+def _inputs(loaded: LoadedVLM, rows: int = 2) -> dict[str, torch.Tensor]:
+    return dict(build_inputs(loaded, _images()[:rows], QUESTIONS[:rows]))
+
+
+def _with_adapter(loaded: LoadedVLM, name: str, **options: Any) -> tuple[Any, FusionAdapter]:
+    model = copy.deepcopy(loaded.model)
+    return model, attach_fusion(model, name, **options)
+
+
+def _open_gates(model: torch.nn.Module, value: float = 0.8) -> None:
+    """Move every zero-initialised gate/coefficient away from zero, as training would."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "mmrl" in name and name.endswith(("gate", "image_to_text")):
+                param.fill_(value)
+
+
+def _generate(model: Any, inputs: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+    with torch.no_grad():
+        return model.generate(
+            **inputs,
+            max_new_tokens=5,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            **kwargs,
+        )
+
+
+def _adapter_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable copies PEFT keeps of the adapter modules."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "modules_to_save" in n}
+
+
+# -- identity at initialisation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_attaching_leaves_logits_and_greedy_generation_unchanged(
+    loaded: LoadedVLM, name: str
+) -> None:
+    inputs = _inputs(loaded)
+    with torch.no_grad():
+        before = loaded.model(**inputs).logits
+    expected = _generate(loaded.model, inputs).sequences
+    model, _ = _with_adapter(loaded, name, **ADAPTERS[name])
+    with torch.no_grad():
+        after = model(**inputs).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
+    assert torch.equal(_generate(model, inputs).sequences, expected)
+
+
+@pytest.mark.parametrize("name", ["weighted_sum", "cross_attention", "mm_transformer"])
+def test_open_gates_change_the_output(loaded: LoadedVLM, name: str) -> None:
+    inputs = _inputs(loaded)
+    model, _ = _with_adapter(loaded, name, **ADAPTERS[name])
+    _open_gates(model)
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).logits, loaded.model(**inputs).logits)
+
+
+# -- KV-cached generation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["weighted_sum", "cross_attention", "mm_transformer"])
+def test_cached_decode_steps_see_the_prefill_images(loaded: LoadedVLM, name: str) -> None:
+    # With open gates, decode steps only match a full recompute if they fuse the same images.
+    inputs = _inputs(loaded)
+    model, _ = _with_adapter(loaded, name, **ADAPTERS[name])
+    _open_gates(model)
+    cached = _generate(model, inputs)
+    recomputed = _generate(model, inputs, use_cache=False)
+    assert torch.equal(cached.sequences, recomputed.sequences)
+    torch.testing.assert_close(
+        torch.stack(cached.scores), torch.stack(recomputed.scores), rtol=0, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("name", ["weighted_sum", "cross_attention", "mm_transformer"])
+def test_each_row_fuses_its_own_image(loaded: LoadedVLM, name: str) -> None:
+    model, _ = _with_adapter(loaded, name, **ADAPTERS[name])
+    _open_gates(model)
+    inputs = _inputs(loaded)
+    batched = _generate(model, inputs)
+    for row in range(2):
+        alone_inputs = dict(build_inputs(loaded, [_images()[row]], [QUESTIONS[row]]))
+        alone = _generate(model, alone_inputs)
+        steps = len(alone.scores)  # a batch of one stops at its own end-of-turn
+        new_alone = alone.sequences[0, alone_inputs["input_ids"].shape[1] :]
+        new_batched = batched.sequences[row, inputs["input_ids"].shape[1] :][:steps]
+        assert torch.equal(new_batched, new_alone)
+        torch.testing.assert_close(
+            torch.stack(batched.scores[:steps])[:, row],
+            torch.stack(alone.scores)[:, 0],
+            atol=1e-4,
+            rtol=0,
+        )
+
+
+def test_text_only_forward_after_generation_ignores_old_images(tiny_llava: LoadedVLM) -> None:
+    model, _ = _with_adapter(tiny_llava, "cross_attention")
+    _open_gates(model)
+    _generate(model, _inputs(tiny_llava))
+    text_ids = tiny_llava.tokenizer(["what color"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = tiny_llava.model(input_ids=text_ids).logits
+        assert torch.equal(model(input_ids=text_ids).logits, expected)
+
+
+# -- cost ----------------------------------------------------------------------------------------
+
+
+def test_cross_attention_cost_matches_a_hand_count(tiny_llava: LoadedVLM) -> None:
+    model, adapter = _with_adapter(tiny_llava, "cross_attention", layers=[1], heads=4, ff_mult=2)
+    hidden = width = 64  # tiny-llava's text hidden size; width defaults to it
+    n_img, n_text = 16, 10
+    cost = adapter.cost(model, image_tokens=n_img, text_tokens=n_text)
+    # 3 LayerNorms (weight + bias), q/kv/out projections, a 2x MLP, 2 scalar gates.
+    assert cost.trainable_params == 3 * 2 * hidden + 4 * hidden * width + 2 * 2 * hidden**2 + 2
+    # K/V of the image tokens once; q, out, scores+values and the MLP at each of 26 positions.
+    assert cost.flops_per_image == 2 * n_img * hidden * 2 * width
+    per_position = 2 * hidden * width + 2 * width * hidden + 4 * n_img * width + 4 * hidden * 128
+    assert cost.flops_per_token == per_position
+    assert cost.extra_flops_per_forward == 262_144 + 26 * 53_248
+
+
+def test_weighted_sum_and_mm_transformer_parameter_counts(tiny_llava: LoadedVLM) -> None:
+    model, adapter = _with_adapter(tiny_llava, "weighted_sum")
+    assert adapter.cost(model, 16, 8).trainable_params == 3
+    model, adapter = _with_adapter(tiny_llava, "weighted_sum", per_channel=True)
+    assert adapter.cost(model, 16, 8).trainable_params == 3 * 64
+    model, adapter = _with_adapter(tiny_llava, "mm_transformer", latents=8, depth=0, width=32)
+    h, w = 64, 32
+    read = 2 * w + (w * w + 2 * h * w + w * w) + 2 * w + 2 * w * 2 * w  # norm, attn, norm, mlp
+    write = w * h + 2 * w * w + w * h
+    expected = 8 * w + 2 * h + read + 2 * w + write + 1  # latents, image norm, latent norm, gate
+    assert adapter.cost(model, 16, 8).trainable_params == expected
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_reported_flops_equal_the_measured_difference(loaded: LoadedVLM, name: str) -> None:
+    inputs = _inputs(loaded, rows=1)
+    model, adapter = _with_adapter(loaded, name, **ADAPTERS[name])
+    measured = count_flops(lambda: model(**inputs)) - count_flops(lambda: loaded.model(**inputs))
+    n_text = inputs["input_ids"].shape[1] - IMAGE_TOKENS
+    assert adapter.cost(model, IMAGE_TOKENS, n_text).extra_flops_per_forward == measured
+
+
+# -- LoRA: train, save, restore ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_adapter_trains_with_lora_and_restores_exactly(
+    loaded: LoadedVLM, name: str, tmp_path: Path
+) -> None:
+    model, adapter = _with_adapter(loaded, name, **ADAPTERS[name])
+    peft_model = apply_lora(model, adapter, LORA)
+    assert attached_adapter(peft_model) is adapter
+    initial = _adapter_tensors(peft_model)
+    assert initial, "the adapter's modules must be in modules_to_save"
+    inputs = _inputs(loaded)
+    optimizer = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    peft_model.train()
+    for _ in range(2):  # zero-init gates block every other gradient until the first step
+        logits = peft_model(**inputs).logits[:, :-1]
+        loss = F.cross_entropy(logits.flatten(0, 1), inputs["input_ids"][:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    trained = _adapter_tensors(peft_model)
+    unmoved = [n for n in trained if torch.equal(trained[n], initial[n])]
+    assert not unmoved, f"adapter parameters did not train: {unmoved}"
+
+    peft_model.save_pretrained(str(tmp_path))
+    fresh, _ = _with_adapter(loaded, name, **ADAPTERS[name])
+    restored = PeftModel.from_pretrained(fresh, tmp_path)
+    restored_tensors = _adapter_tensors(restored)
+    assert restored_tensors.keys() == trained.keys()
+    for key, value in trained.items():
+        assert torch.equal(restored_tensors[key], value), key
+    peft_model.eval()
+    with torch.no_grad():
+        assert torch.equal(restored(**inputs).logits, peft_model(**inputs).logits)
+
+
+def test_log_values_start_at_identity_and_follow_training(tiny_qwen: LoadedVLM) -> None:
+    model, adapter = _with_adapter(tiny_qwen, "weighted_sum")
+    assert adapter.log_values(model) == {
+        "weighted_sum/text": 1.0,
+        "weighted_sum/image": 1.0,
+        "weighted_sum/image_to_text": 0.0,
+    }
+    model, adapter = _with_adapter(tiny_qwen, "cross_attention", layers=[1])
+    peft_model = apply_lora(model, adapter, LORA)
+    assert adapter.log_values(peft_model) == {
+        "cross_attention/layer_1/attn_gate": 0.0,
+        "cross_attention/layer_1/ff_gate": 0.0,
+    }
+    _open_gates(peft_model, 0.5)  # sets the trainable copy, which is what runs and is logged
+    assert adapter.log_values(peft_model)["cross_attention/layer_1/attn_gate"] == pytest.approx(
+        float(torch.tanh(torch.tensor(0.5)))
+    )
+
+
+# -- options and errors --------------------------------------------------------------------------
+
+
+def test_unknown_and_invalid_options_name_the_offending_value() -> None:
+    from mmrl_harness.fusion.cross_attention import CrossAttentionFusion
+
+    with pytest.raises(FusionOptionsError, match=r"'cross_attention'.*lyers.*Allowed options"):
+        CrossAttentionFusion(lyers=[1])
+    with pytest.raises(FusionOptionsError, match=r"every=0"):
+        CrossAttentionFusion(every=0)
+    with pytest.raises(FusionOptionsError, match=r"latents='many'"):
+        attach_fusion(torch.nn.Linear(1, 1), "mm_transformer", latents="many")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"layers": [2]}, r"layer index 2 is out of range .* 2 layers \(valid: -2\.\.1\)"),
+        ({"layers": [1, -1]}, r"names decoder layer\(s\) \[1\] more than once"),
+        ({"layers": []}, r"inserts no block"),
+        ({"heads": 5}, r"width 64 is not divisible by heads=5"),
+    ],
+)
+def test_cross_attention_layer_options_are_checked_against_the_model(
+    tiny_llava: LoadedVLM, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(FusionOptionsError, match=message):
+        _with_adapter(tiny_llava, "cross_attention", **options)
+
+
+def test_family_without_the_needed_hook_is_a_clear_error(tiny_llava: LoadedVLM) -> None:
+    from dataclasses import replace
+
+    from mmrl_harness.fusion.cross_attention import CrossAttentionFusion
+
+    broken: Anatomy = replace(LLAVA, family="odd", decoder_layers="model.language_model.blocks")
+    with pytest.raises(
+        FusionAttachError,
+        match=r"decoder_layers of family 'odd' at 'model\.language_model\.blocks'",
+    ):
+        CrossAttentionFusion().attach(copy.deepcopy(tiny_llava.model), broken)
+
+
+def test_one_adapter_per_model_attached_before_lora(tiny_llava: LoadedVLM) -> None:
+    model, _ = _with_adapter(tiny_llava, "weighted_sum")
+    with pytest.raises(FusionAttachError, match=r"already has fusion adapter 'weighted_sum'"):
+        attach_fusion(model, "cross_attention")
+    wrapped = apply_lora(model, None, LORA)
+    with pytest.raises(FusionAttachError, match="PEFT-wrapped"):
+        attach_fusion(wrapped, "concat")
+    with pytest.raises(FusionAttachError, match="no fusion adapter is attached"):
+        fusion_lora_config(copy.deepcopy(tiny_llava.model), LORA)
+
+
+def test_unknown_adapter_name_suggests_the_closest() -> None:
+    with pytest.raises(UnknownPluginError, match=r"Did you mean 'cross_attention'"):
+        attach_fusion(torch.nn.Linear(1, 1), "cross_atention")
+
+
+def test_registry_lists_and_validates_the_four_builtins() -> None:
+    from mmrl_harness.registry import fusion_adapters
+
+    assert {"concat", "weighted_sum", "cross_attention", "mm_transformer"} <= set(
+        fusion_adapters.names()
+    )
+    for name in ADAPTERS:
+        assert fusion_adapters.load(name).name == name
+    info = PluginInfo("bad", "fusion", "x:y", "dist", "1.0")
+    with pytest.raises(PluginValidationError, match="must be a subclass"):
+        validate_plugin(object, info)
+    with pytest.raises(PluginValidationError, match="does not implement"):
+        validate_plugin(FusionAdapter, info)
+
+
+# -- GRPO ----------------------------------------------------------------------------------------
+
+#: One family per adapter keeps the file fast; together they cover both families twice.
+GRPO_RUNS = [
+    ("concat", "tiny_llava"),
+    ("weighted_sum", "tiny_qwen"),
+    ("cross_attention", "tiny_llava"),
+    ("mm_transformer", "tiny_qwen"),
+]
+
+
+@pytest.mark.parametrize(("name", "family"), GRPO_RUNS)
+def test_two_grpo_steps_train_the_adapter(
+    request: pytest.FixtureRequest, name: str, family: str, tmp_path: Path
+) -> None:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    loaded: LoadedVLM = request.getfixturevalue(family)
+    model, adapter = _with_adapter(loaded, name, **ADAPTERS[name])
+    colors = ["red", "green", "blue", "yellow"]
+    dataset = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": "what color is the shape ?"}]] * 4,
+            "image": [Image.new("RGB", (32, 32), c) for c in colors],
+        }
+    )
+
+    def first_token_parity(
+        completions: list[Any], completion_ids: list[list[int]], **_: Any
+    ) -> list[float | None]:
+        # Reward variance without a trained model: half the vocabulary is "right".
+        return [float(ids[0] % 2) if ids else 0.0 for ids in completion_ids]
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        beta=0.0,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=3,
+        max_steps=2,
+        learning_rate=5e-2,
+        temperature=1.5,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=first_token_parity,
+        args=args,
+        train_dataset=dataset,
+        processing_class=loaded.processor,
+        peft_config=fusion_lora_config(model, LORA, adapter),
+    )
+    assert trainer.model is not None
+    initial = _adapter_tensors(trainer.model)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    assert all(float(entry["reward_std"]) > 0 for entry in logs)
+    trained = _adapter_tensors(trainer.model)
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial), (
+        "GRPO did not train the adapter"
+    )
