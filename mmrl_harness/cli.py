@@ -36,10 +36,11 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 def _user_errors() -> Iterator[None]:
     """Turn the library's input errors into one clear line (MMRL_DEBUG=1 keeps the traceback)."""
     from mmrl_harness.registry import PluginError
+    from mmrl_harness.tasks import UnknownTaskError
 
     try:
         yield
-    except (PluginError, ValueError, OSError) as err:
+    except (PluginError, UnknownTaskError, ValueError, OSError) as err:
         if os.environ.get("MMRL_DEBUG"):
             raise
         _fail(str(err))
@@ -96,6 +97,152 @@ def plugins(
     console.print(table)
     if failures:
         console.print(f"{failures} plugin(s) cannot be used; the others work.", style="yellow")
+
+
+tasks_app = typer.Typer(
+    help="List tasks (built-in suite and plugins) or show one resolved definition.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.callback()
+def tasks_list(
+    ctx: typer.Context,
+    check: Annotated[
+        bool, typer.Option("--check", help="Validate every definition (slower) and show errors.")
+    ] = False,
+) -> None:
+    """List tasks: name, kind, environment and description (reads YAML only; no torch)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mmrl_harness.tasks import list_tasks
+
+    table = Table(title="mmrl-harness tasks", title_justify="left")
+    for column in ("name", "kind", "env", "plugin"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description")
+    for summary in list_tasks(check=check):
+        about = f"[red]{summary.error}[/]" if summary.error else summary.description
+        table.add_row(summary.name, summary.kind, summary.env, summary.plugin, about)
+    console.print(table)
+
+
+@tasks_app.command("show")
+def tasks_show(
+    name: Annotated[str, typer.Argument(help="Task name or path to a task YAML.")],
+) -> None:
+    """Print the resolved definition of a task (includes merged, defaults filled)."""
+    from mmrl_harness.tasks import UnknownTaskError, get_task, to_yaml
+
+    try:
+        with _user_errors():
+            typer.echo(to_yaml(get_task(name)), nl=False)
+    except UnknownTaskError as err:
+        _fail(str(err))
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[
+        str, typer.Option(help="Hub id, local folder, or tiny-llava / tiny-qwen2-vl.")
+    ],
+    task: Annotated[list[str], typer.Option(help="Task name or YAML path; repeat for several.")],
+    fusion: Annotated[str, typer.Option(help="Fusion adapter (see `mmrl plugins`).")] = "concat",
+    fusion_option: Annotated[
+        list[str] | None, typer.Option(help="Adapter option KEY=VALUE (YAML value); repeatable.")
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Fine-tuned LoRA/adapter checkpoint to evaluate.")
+    ] = None,
+    episodes: Annotated[
+        int | None, typer.Option(help="Episodes per task (default: the task's eval seeds).")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated env seeds (overrides the task's).")
+    ] = None,
+    policy_mode: Annotated[
+        str, typer.Option(help="generate (free text, parsed) or action_logits (score actions).")
+    ] = "generate",
+    sample: Annotated[
+        bool, typer.Option("--sample/--greedy", help="Sample or act greedily.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Environments stepped per batched forward.")] = 16,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(help="Task override KEY=VALUE, e.g. env_kwargs.image_size=32; repeatable."),
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Model revision (Hub branch/sha).")] = None,
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16 or float16.")] = "auto",
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: auto).")
+    ] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Results file to write.")] = (
+        "results/eval.json"
+    ),
+) -> None:
+    """Evaluate a model + fusion adapter on tasks and write a versioned results file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from mmrl_harness.evaluate import run_eval
+
+    with _user_errors():
+        parsed_seeds = [int(s) for s in seeds.split(",")] if seeds else None
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            results = run_eval(
+                model,
+                task,
+                fusion=fusion,
+                fusion_options=parse_assignments(fusion_option),
+                checkpoint=checkpoint,
+                revision=revision,
+                dtype=dtype,
+                device=device,
+                episodes=episodes,
+                seeds=parsed_seeds,
+                policy_mode=policy_mode,  # type: ignore[arg-type]
+                do_sample=sample,
+                batch_size=batch_size,
+                task_overrides=parse_assignments(override),
+                output=output,
+                progress=progress,
+            )
+    table = Table(title=f"{model} + {fusion}", title_justify="left")
+    for column in ("task", "episodes", "success", "return (95% CI)", "length", "invalid"):
+        table.add_column(column)
+    for name, result in results.tasks.items():
+        m = result.metrics
+        ret = m["episode_return"]
+        table.add_row(
+            name,
+            str(result.num_episodes),
+            f"{m['success_rate'].value:.3f}",
+            f"{ret.value:.3f} [{ret.ci_low:.3f}, {ret.ci_high:.3f}]",
+            f"{m['episode_length'].value:.2f}",
+            f"{m['invalid_action_rate'].value:.3f}",
+        )
+    console.print(table)
+    console.print(f"results written to {output} ({results.cost.wall_time_s:.1f} s)")
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, object]:
+    """``["a.b=3", "c=red"]`` -> ``{"a.b": 3, "c": "red"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 @app.command()

@@ -1,0 +1,225 @@
+"""Evaluate a policy on tasks: episodes -> records -> metrics -> a results file.
+
+``evaluate`` takes an already loaded model (what trainers call at the end of a run);
+``run_eval`` loads the model and attaches the fusion adapter first (what ``mmrl eval`` calls).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmrl_harness import __version__
+from mmrl_harness.metrics import compute_task_metrics, length_histogram
+from mmrl_harness.results import (
+    Cost,
+    EvalResults,
+    FusionInfo,
+    ModelInfo,
+    Provenance,
+    TaskResult,
+    git_sha,
+    hardware_info,
+    json_digest,
+    library_versions,
+    now_utc,
+    write_results,
+)
+from mmrl_harness.rollout import PolicyMode, VLMPolicy, run_episodes
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.tasks.schema import TaskDefinition
+
+
+def resolve_task(
+    task: str | TaskDefinition, overrides: Mapping[str, Any] | None = None
+) -> TaskDefinition:
+    """A task definition from a name, a YAML path or a definition, with overrides applied."""
+    from mmrl_harness.tasks import get_task, with_overrides
+
+    definition = get_task(task) if isinstance(task, str) else task
+    return with_overrides(definition, overrides) if overrides else definition
+
+
+def resolve_seeds(
+    task: TaskDefinition, episodes: int | None = None, seeds: Sequence[int] | None = None
+) -> list[int]:
+    """Explicit seeds, else the task's evaluation seeds, cut to ``episodes`` (or extended)."""
+    chosen = list(seeds) if seeds else task.eval_seeds.seeds()
+    if episodes is None:
+        return chosen
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if episodes > len(chosen):  # continue the range past the last seed
+        chosen += list(range(max(chosen) + 1, max(chosen) + 1 + episodes - len(chosen)))
+    return chosen[:episodes]
+
+
+def evaluate(
+    loaded: LoadedVLM,
+    tasks: Sequence[str | TaskDefinition],
+    *,
+    fusion: FusionInfo | None = None,
+    episodes: int | None = None,
+    seeds: Sequence[int] | None = None,
+    policy_mode: PolicyMode = "generate",
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    max_new_tokens: int = 8,
+    batch_size: int = 16,
+    task_overrides: Mapping[str, Any] | None = None,
+    output: str | Path | None = None,
+    config: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> EvalResults:
+    """Run every task's episodes with ``loaded`` as the policy and return (and write) the results."""
+    from mmrl_harness.tasks import make_task_env
+
+    if not tasks:
+        raise ValueError("evaluate needs at least one task name")
+    definitions = [resolve_task(t, task_overrides) for t in tasks]
+    policy = VLMPolicy(
+        loaded,
+        mode=policy_mode,
+        do_sample=do_sample,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+    )
+    was_training = loaded.model.training
+    loaded.model.eval()
+    started = time.perf_counter()
+    results: dict[str, TaskResult] = {}
+    all_seeds: list[int] = []
+    try:
+        for task in definitions:
+            task_seeds = resolve_seeds(task, episodes, seeds)
+            all_seeds.extend(s for s in task_seeds if s not in all_seeds)
+            bar = (
+                progress.add_task(f"eval {task.name}", total=len(task_seeds)) if progress else None
+            )
+
+            def advance(_record: Any, bar: Any = bar) -> None:
+                if progress is not None and bar is not None:
+                    progress.advance(bar)
+
+            records = run_episodes(
+                partial(make_task_env, task),
+                policy,
+                task_seeds,
+                batch_size=batch_size,
+                on_episode=advance,
+            )
+            results[task.name] = TaskResult(
+                task=task.name,
+                task_version=str(task.version),
+                task_hash=json_digest(task.model_dump(mode="json")),
+                num_episodes=len(records),
+                metrics=compute_task_metrics(records),
+                length_histogram=length_histogram(records),
+                records=records,
+            )
+    finally:
+        loaded.model.train(was_training)
+    wall = time.perf_counter() - started
+    total_episodes = sum(r.num_episodes for r in results.values())
+    tokens = sum(rec.tokens for r in results.values() for rec in r.records)
+    run_config = dict(config or {})
+    run_config.setdefault("policy_mode", policy_mode)
+    run_config.setdefault("do_sample", do_sample)
+    run_config.setdefault("max_new_tokens", max_new_tokens)
+    run_config.setdefault("batch_size", batch_size)
+    run_config.setdefault("tasks", [t.name for t in definitions])
+    out = EvalResults(
+        created_at=now_utc(),
+        config=run_config,
+        provenance=_provenance(loaded, fusion, all_seeds),
+        cost=Cost(
+            wall_time_s=wall,
+            tokens_generated=tokens,
+            episodes_per_s=total_episodes / wall if wall > 0 else 0.0,
+            peak_memory_mib=_peak_memory_mib(),
+        ),
+        tasks=results,
+    )
+    if output is not None:
+        write_results(out, output)
+    return out
+
+
+def run_eval(
+    model: str,
+    tasks: Sequence[str],
+    *,
+    fusion: str = "concat",
+    fusion_options: Mapping[str, Any] | None = None,
+    checkpoint: str | None = None,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    **kwargs: Any,
+) -> EvalResults:
+    """Load ``model``, attach ``fusion`` (or a fine-tuned checkpoint), then ``evaluate``."""
+    from mmrl_harness.fusion.base import attach_fusion
+    from mmrl_harness.models.loading import load_vlm
+    from mmrl_harness.registry import fusion_adapters
+
+    # Fail on a misspelt adapter or task before loading a possibly large model.
+    fusion_adapters.load(fusion)
+    definitions = [resolve_task(t, kwargs.pop("task_overrides", None)) for t in tasks]
+    loaded = load_vlm(model, revision=revision, dtype=dtype, device=device)
+    adapter = attach_fusion(loaded.model, fusion, **dict(fusion_options or {}))
+    if checkpoint is not None:
+        from peft import PeftModel
+
+        loaded.model = PeftModel.from_pretrained(loaded.model, checkpoint).merge_and_unload()
+    info = fusion_adapters.infos().get(fusion)
+    fusion_info = FusionInfo(
+        name=fusion,
+        options=adapter.options.model_dump(mode="json"),
+        distribution=info.distribution if info else None,
+        version=info.version if info else None,
+        trainable_params=adapter.trainable_params(loaded.model),
+        checkpoint=checkpoint,
+    )
+    config = {"model": model, "fusion": fusion, "fusion_options": dict(fusion_options or {})}
+    return evaluate(loaded, definitions, fusion=fusion_info, config=config, **kwargs)
+
+
+def _provenance(loaded: LoadedVLM, fusion: FusionInfo | None, seeds: list[int]) -> Provenance:
+    from mmrl_harness.registry import plugin_versions
+
+    provenance = loaded.provenance()
+    return Provenance(
+        harness_version=__version__,
+        git_sha=git_sha(),
+        model=ModelInfo(
+            name_or_path=loaded.name_or_path,
+            revision=provenance.get("revision") or provenance.get("commit_hash"),
+            fingerprint=provenance.get("fingerprint"),
+            dtype=str(loaded.model.dtype).removeprefix("torch."),
+        ),
+        fusion=fusion or FusionInfo(name="concat"),
+        libraries=library_versions(),
+        plugins=plugin_versions(),
+        seeds=seeds,
+        hardware=hardware_info(),
+        command=list(sys.argv),
+    )
+
+
+def _peak_memory_mib() -> float | None:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    # ru_maxrss is KiB on Linux: the process's peak resident memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
