@@ -1,0 +1,79 @@
+"""Batched rollouts vs one episode at a time: episodes/second ratios, measured side by side.
+
+For each N, the same N episodes (same tiny policy, task and seeds) run once through the rollout
+engine with ``batch_size=N`` and once with ``batch_size=1``; a bare batched ``generate`` of the
+same prompts vs one-at-a-time gives the headroom the engine is compared with. Repetitions are
+interleaved and the median is reported.
+
+    python benchmarks/rollout_throughput.py [--threads 2] [--reps 3] [--task color_shape]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from mmrl_harness.evaluate import resolve_task
+from mmrl_harness.models.generation import build_inputs, generate_ids
+from mmrl_harness.models.loading import load_vlm
+from mmrl_harness.rollout import VLMPolicy, run_episodes
+from mmrl_harness.tasks import make_task_env
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--task", default="color_shape")
+    parser.add_argument("--sizes", default="1,4,16,64")
+    parser.add_argument("--max-new-tokens", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, task={args.task}")
+
+    loaded = load_vlm("tiny-llava")
+    task = resolve_task(args.task, {"env_kwargs.image_size": 32})
+    policy = VLMPolicy(loaded, max_new_tokens=args.max_new_tokens)
+    first = make_task_env(task).reset(seed=0)
+
+    def bare(n: int, batch: int) -> None:
+        for start in range(0, n, batch):
+            rows = min(batch, n - start)
+            inputs = build_inputs(loaded, [first.to_pil()] * rows, [first.text] * rows)
+            generate_ids(loaded, inputs, max_new_tokens=args.max_new_tokens)
+
+    def engine(n: int, batch: int) -> None:
+        run_episodes(lambda: make_task_env(task), policy, list(range(n)), batch_size=batch)
+
+    print("| N | engine batched ep/s | engine sequential ep/s | engine ratio | bare generate ratio | kept |")
+    print("|---|---|---|---|---|---|")
+    for n in [int(s) for s in args.sizes.split(",")]:
+        times: dict[str, list[float]] = {"eb": [], "es": [], "bb": [], "bs": []}
+        engine(min(n, 4), min(n, 4))  # warm-up
+        for _ in range(args.reps):
+            times["eb"].append(timed(partial(engine, n, n)))
+            times["es"].append(timed(partial(engine, n, 1)))
+            times["bb"].append(timed(partial(bare, n, n)))
+            times["bs"].append(timed(partial(bare, n, 1)))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        engine_ratio = med["es"] / med["eb"]
+        bare_ratio = med["bs"] / med["bb"]
+        print(
+            f"| {n} | {n / med['eb']:.1f} | {n / med['es']:.1f} | {engine_ratio:.2f}x | "
+            f"{bare_ratio:.2f}x | {engine_ratio / bare_ratio:.0%} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
