@@ -89,6 +89,7 @@ class ImageContext:
         self.decoding = False
         #: Image tokens of the current forward, or of the prefill this decode step continues.
         self.memory: ImageMemory | None = None
+        #: Handles of the hooks registered for this model (``handle.remove()`` detaches).
         self.handles: list[Any] = []
 
 
@@ -160,12 +161,3 @@ def _language_model_pre_hook(
     if fusion is None:
         return None
     return args, {**kwargs, "inputs_embeds": fusion(embeds, mask, ctx.memory)}
-
-
-def image_context(model: nn.Module) -> ImageContext | None:
-    """The ``ImageContext`` installed somewhere in ``model`` (for hooks of other modules)."""
-    for module in model.modules():
-        ctx = getattr(module, CONTEXT_ATTR, None)
-        if ctx is not None:
-            return ctx  # type: ignore[no-any-return]
-    return None
