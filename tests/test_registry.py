@@ -236,3 +236,12 @@ def test_architecture_plugin_of_the_wrong_type_is_rejected() -> None:
         PluginValidationError, match=r"must be an mmrl_harness\.models\.anatomy\.Anatomy"
     ):
         validate_plugin(object(), PluginInfo("x", "architectures", "m:x", "dist", "1"))
+
+
+def test_public_api_resolves_lazily() -> None:
+    import mmrl_harness
+
+    for name in mmrl_harness.__all__:
+        assert getattr(mmrl_harness, name) is not None, name
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        _ = mmrl_harness.nope
