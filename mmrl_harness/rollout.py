@@ -17,6 +17,7 @@ from mmrl_harness.results import EpisodeRecord
 from mmrl_harness.tasks.episode import Observation, TaskEnv
 
 if TYPE_CHECKING:
+    import torch
     from transformers import BatchFeature
 
     from mmrl_harness.models.loading import LoadedVLM
@@ -107,13 +108,21 @@ class VLMPolicy:
         texts = decode_answers(self.loaded, new_ids)
         return [PolicyOutput(t, int(n)) for t, n in zip(texts, counts, strict=True)]
 
-    def _act_logits(self, inputs: BatchFeature, action_words: Sequence[str]) -> list[PolicyOutput]:
+    def action_scores(self, inputs: BatchFeature, action_words: Sequence[str]) -> torch.Tensor:
+        """``(batch, len(action_words))`` logits of the action words at the answer position."""
         import torch
+
+        from mmrl_harness.models.generation import add_position_ids
 
         ids = action_token_ids(self.loaded, action_words)
         with torch.no_grad():
-            logits = self.loaded.model(**inputs).logits[:, -1, :]
-        scores = logits[:, ids].float() / self.temperature
+            out = self.loaded.model(**add_position_ids(self.loaded, dict(inputs)))
+        return out.logits[:, -1, ids].float()  # type: ignore[no-any-return]
+
+    def _act_logits(self, inputs: BatchFeature, action_words: Sequence[str]) -> list[PolicyOutput]:
+        import torch
+
+        scores = self.action_scores(inputs, action_words) / self.temperature
         if self.do_sample:
             picks = torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
         else:

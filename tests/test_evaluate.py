@@ -92,6 +92,27 @@ def test_batched_rollout_equals_one_episode_at_a_time(tiny_llava: LoadedVLM, mod
     assert without_time(batched) == without_time(sequential)
 
 
+@pytest.mark.parametrize("family", ["tiny_llava", "tiny_qwen"])
+def test_action_scores_do_not_depend_on_left_padding(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    import torch
+
+    from mmrl_harness.models.generation import build_inputs
+
+    # RoPE families are shift-invariant anyway; this guards families with absolute positions.
+    loaded = request.getfixturevalue(family)
+    policy = VLMPolicy(loaded, mode="action_logits")
+    obs = make_task_env(resolve_task("numberline", SMALL)).reset(seed=0)
+    prompts = [obs.text, "the marker is at 3 . the target is at 1 . " + obs.text]
+    words = ("left", "right")
+    alone = [
+        policy.action_scores(build_inputs(loaded, [obs.to_pil()], [p]), words) for p in prompts
+    ]
+    together = policy.action_scores(build_inputs(loaded, [obs.to_pil()] * 2, prompts), words)
+    torch.testing.assert_close(together, torch.cat(alone), rtol=1e-4, atol=1e-5)
+
+
 def test_sampled_rollouts_are_deterministic_under_a_seed(tiny_qwen: LoadedVLM) -> None:
     task = resolve_task("numberline", SHORT)
     policy = VLMPolicy(tiny_qwen, mode="action_logits", do_sample=True, seed=3)

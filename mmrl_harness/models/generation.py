@@ -53,6 +53,23 @@ def build_inputs(
     return inputs.to(loaded.device, dtype=loaded.model.dtype)  # type: ignore[no-any-return]
 
 
+def add_position_ids(loaded: LoadedVLM, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Add position ids that skip left padding, for a plain forward over a left-padded batch.
+
+    ``generate`` derives them from the attention mask itself; a plain forward would otherwise
+    number padded rows from the first pad token, so a row's scores would depend on its padding.
+    Families with multimodal rotary positions (Qwen2-VL) derive them from the mask themselves.
+    """
+    model = loaded.model
+    inner = getattr(model, "get_base_model", lambda: model)()
+    own = hasattr(inner, "get_rope_index") or hasattr(
+        getattr(inner, "model", None), "get_rope_index"
+    )
+    if not own:
+        inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    return inputs
+
+
 def generate_ids(
     loaded: LoadedVLM,
     inputs: BatchFeature,
