@@ -1,7 +1,8 @@
 """Batched rollouts vs one episode at a time: episodes/second ratios, measured side by side.
 
-For each N, the same N episodes (same tiny policy, task and seeds) run once through the rollout
-engine with ``batch_size=N`` and once with ``batch_size=1``; a bare batched ``generate`` of the
+For each N, the same ``waves * N`` episodes (same tiny policy, task and seeds) run once through
+the rollout engine with ``batch_size=N`` and once with ``batch_size=1``, so environment creation
+is amortised as in a real evaluation; a bare batched ``generate`` of the
 same prompts vs one-at-a-time gives the headroom the engine is compared with. Repetitions are
 interleaved and the median is reported.
 
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--task", default="color_shape")
     parser.add_argument("--sizes", default="1,4,16,64")
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--waves", type=int, default=4, help="episodes per run = waves * N")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, task={args.task}")
@@ -56,21 +58,24 @@ def main() -> None:
     def engine(n: int, batch: int) -> None:
         run_episodes(lambda: make_task_env(task), policy, list(range(n)), batch_size=batch)
 
-    print("| N | engine batched ep/s | engine sequential ep/s | engine ratio | bare generate ratio | kept |")
+    print(
+        "| N | engine batched ep/s | engine sequential ep/s | engine ratio | bare generate ratio | kept |"
+    )
     print("|---|---|---|---|---|---|")
     for n in [int(s) for s in args.sizes.split(",")]:
         times: dict[str, list[float]] = {"eb": [], "es": [], "bb": [], "bs": []}
         engine(min(n, 4), min(n, 4))  # warm-up
+        episodes = args.waves * n
         for _ in range(args.reps):
-            times["eb"].append(timed(partial(engine, n, n)))
-            times["es"].append(timed(partial(engine, n, 1)))
-            times["bb"].append(timed(partial(bare, n, n)))
-            times["bs"].append(timed(partial(bare, n, 1)))
+            times["eb"].append(timed(partial(engine, episodes, n)))
+            times["es"].append(timed(partial(engine, episodes, 1)))
+            times["bb"].append(timed(partial(bare, episodes, n)))
+            times["bs"].append(timed(partial(bare, episodes, 1)))
         med = {k: statistics.median(v) for k, v in times.items()}
         engine_ratio = med["es"] / med["eb"]
         bare_ratio = med["bs"] / med["bb"]
         print(
-            f"| {n} | {n / med['eb']:.1f} | {n / med['es']:.1f} | {engine_ratio:.2f}x | "
+            f"| {n} | {episodes / med['eb']:.1f} | {episodes / med['es']:.1f} | {engine_ratio:.2f}x | "
             f"{bare_ratio:.2f}x | {engine_ratio / bare_ratio:.0%} |"
         )
 
