@@ -29,6 +29,10 @@ _PUBLIC = {
     "evaluate": "mmrl_harness.evaluate:evaluate",
     "run_eval": "mmrl_harness.evaluate:run_eval",
     "load_results": "mmrl_harness.results:load_results",
+    "TrainConfig": "mmrl_harness.train.config:TrainConfig",
+    "load_train_config": "mmrl_harness.train.config:load_train_config",
+    "build_policy": "mmrl_harness.train.model_setup:build_policy",
+    "train": "mmrl_harness.train:train",
     "PLUGIN_API_VERSION": "mmrl_harness.registry:PLUGIN_API_VERSION",
     "get_registry": "mmrl_harness.registry:get_registry",
 }

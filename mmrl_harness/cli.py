@@ -245,11 +245,56 @@ def parse_assignments(items: list[str] | None) -> dict[str, object]:
     return out
 
 
+@app.command("train")
+def train_command(
+    config: Annotated[str, typer.Argument(help="Training config YAML (see examples/).")],
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Config field KEY=VALUE (YAML value), e.g. max_steps=50, lora.r=4, "
+            "task_overrides.env_kwargs.image_size=32; repeatable."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool | None,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue from the last complete checkpoint in output_dir (default: the "
+            "config's `resume`).",
+        ),
+    ] = None,
+) -> None:
+    """Fine-tune a VLM + fusion adapter with RL (GRPO, PPO, episodic GRPO) and evaluate it.
+
+    Also runs as `accelerate launch -m mmrl_harness train CONFIG.yaml`; only the main process
+    prints and writes results.
+    """
+    from mmrl_harness.train import TrainingError, is_main_process, load_train_config, train
+
+    main_process = is_main_process()
+    with _user_errors():
+        overrides = parse_assignments(override)
+        if resume is not None:
+            overrides["resume"] = resume
+        run_config = load_train_config(config, overrides)
+        try:
+            result = train(run_config, console=console if main_process else None)
+        except (TrainingError, NotImplementedError) as err:
+            _fail(str(err))
+    if main_process:
+        console.print(
+            f"trained {result.algorithm} for {result.global_step} steps "
+            f"({result.train_seconds:.1f} s); checkpoints in {result.output_dir}"
+        )
+        if result.results_path is not None:
+            console.print(f"results written to {result.results_path}")
+
+
 @app.command()
 def quickstart(
     family: Annotated[str, typer.Option(help="Tiny model family: llava or qwen2_vl.")] = "llava",
 ) -> None:
-    """Build a tiny VLM offline and ask it a question about a generated image."""
+    """Train a tiny VLM with GRPO + LoRA offline and show success before and after (~1 min)."""
     from mmrl_harness.quickstart import run_quickstart
 
     with _user_errors():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmrl_harness import __version__
 from mmrl_harness.metrics import compute_task_metrics, length_histogram
+from mmrl_harness.metrics.cost import peak_memory_mib
 from mmrl_harness.results import (
     Cost,
     EvalResults,
@@ -144,7 +145,7 @@ def evaluate(
             wall_time_s=wall,
             tokens_generated=tokens,
             episodes_per_s=total_episodes / wall if wall > 0 else 0.0,
-            peak_memory_mib=_peak_memory_mib(),
+            peak_memory_mib=peak_memory_mib(),
         ),
         tasks=results,
     )
@@ -212,14 +213,3 @@ def _provenance(loaded: LoadedVLM, fusion: FusionInfo | None, seeds: list[int]) 
         hardware=hardware_info(),
         command=list(sys.argv),
     )
-
-
-def _peak_memory_mib() -> float | None:
-    import resource
-
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    # ru_maxrss is KiB on Linux: the process's peak resident memory.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,143 @@
+"""The optimisation half of an episodic update: clipped PPO / group-relative steps on a rollout.
+
+Every minibatch re-scores its turns with ``score_turns`` — the function that scored them while
+acting — on each turn's own frame, prompt and answer. The loss is the clipped surrogate, minus
+``ent_coef`` x entropy, plus ``vf_coef`` x the value loss (PPO) and ``kl_coef`` x the KL to the
+reference policy (the same model with LoRA disabled) when those are on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import torch
+
+from mmrl_harness.train.episodic_policy import PolicySpec, score_turns
+from mmrl_harness.train.ppo import clipped_policy_loss, kl_to_reference, value_loss
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.train.episodic_config import EpisodicConfig
+    from mmrl_harness.train.episodic_rollout import Rollout
+
+
+def reference_logprobs(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loaded: LoadedVLM,
+    spec: PolicySpec,
+    rollout: Rollout,
+    chunks: int,
+) -> torch.Tensor:
+    """Log-probabilities of the rollout's answers under the model with LoRA disabled."""
+    inner = accelerator.unwrap_model(model)
+    parts = []
+    with torch.no_grad(), inner.policy.disable_adapter():
+        for rows in torch.tensor_split(torch.arange(len(rollout)), chunks):
+            frames = [rollout.frames[int(i)] for i in rows]
+            prompts = [rollout.prompts[int(i)] for i in rows]
+            scores = score_turns(inner, loaded, spec, frames, prompts, rollout.answers.select(rows))
+            parts.append(scores.logprobs.float().cpu())
+    return torch.cat(parts)
+
+
+def optimize(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    loaded: LoadedVLM,
+    spec: PolicySpec,
+    rollout: Rollout,
+    opts: EpisodicConfig,
+    ppo: bool,
+    micro_batches: int = 1,
+) -> dict[str, float]:
+    """``ppo_epochs`` x ``num_minibatches`` optimizer steps on a rollout; mean statistics.
+
+    Each minibatch re-scores its turns with ``score_turns`` on their own frames, prompts and
+    answers, so before the first step every importance ratio is 1. ``micro_batches`` splits a
+    minibatch's forward and backward passes (gradient accumulation) to bound memory; the step
+    is the same.
+    """
+    ref = None
+    if opts.kl_coef > 0:
+        ref = reference_logprobs(accelerator, model, loaded, spec, rollout, opts.num_minibatches)
+    sums: dict[str, float] = defaultdict(float)
+    steps, tokens = 0, 0
+    for _ in range(opts.ppo_epochs):
+        order = torch.randperm(len(rollout))  # torch's RNG: checkpointed by save_state
+        for rows in torch.tensor_split(order, opts.num_minibatches):
+            advantages = rollout.advantages[rows]
+            if ppo and opts.normalize_advantages and len(rows) > 1:
+                # Over the whole minibatch, not per micro-batch: the step must not depend on it.
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            optimizer.zero_grad(set_to_none=True)
+            parts = [
+                p for p in torch.tensor_split(torch.arange(len(rows)), micro_batches) if len(p)
+            ]
+            for index, part in enumerate(parts):
+                # DDP syncs gradients on the last micro-batch only.
+                sync = index == len(parts) - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    loss, stats, used = _loss(
+                        model, loaded, spec, rollout, rows[part], advantages[part], ref, opts, ppo
+                    )
+                    accelerator.backward(loss * (len(part) / len(rows)))
+                tokens += used
+                for key, value in stats.items():
+                    sums[key] += value * len(part) / len(rows)
+            if opts.max_grad_norm is not None:
+                sums["grad_norm"] += float(accelerator.clip_grad_norm_(params, opts.max_grad_norm))
+            optimizer.step()
+            steps += 1
+    stats = {k: v / steps for k, v in sums.items()}
+    stats["num_tokens"] = float(tokens)
+    return stats
+
+
+def _loss(
+    model: torch.nn.Module,
+    loaded: LoadedVLM,
+    spec: PolicySpec,
+    rollout: Rollout,
+    rows: torch.Tensor,
+    advantages: torch.Tensor,
+    ref: torch.Tensor | None,
+    opts: EpisodicConfig,
+    ppo: bool,
+) -> tuple[torch.Tensor, dict[str, float], int]:
+    """The loss of some turns, its parts for logging, and the tokens processed."""
+    frames = [rollout.frames[int(i)] for i in rows]
+    prompts = [rollout.prompts[int(i)] for i in rows]
+    scores = score_turns(model, loaded, spec, frames, prompts, rollout.answers.select(rows))
+    device = scores.logprobs.device
+    old = rollout.logprobs[rows].to(device)
+    surrogate = clipped_policy_loss(scores.logprobs, old, advantages.to(device), opts.clip_range)
+    entropy = scores.entropy.mean()
+    loss = surrogate.loss - opts.ent_coef * entropy
+    stats = {
+        "policy_loss": surrogate.loss.item(),
+        "entropy": entropy.item(),
+        "clip_ratio": float(surrogate.clip_fraction),
+        "approx_kl": float(surrogate.approx_kl),
+    }
+    if ppo:
+        clip = opts.clip_range if opts.clip_value else None
+        old_values = rollout.values[rows].to(device)
+        v_loss = value_loss(scores.values, old_values, rollout.returns[rows].to(device), clip)
+        loss = loss + opts.vf_coef * v_loss
+        stats["value_loss"] = v_loss.item()
+    else:
+        # The value head is unused; a zero-weight term keeps DDP's gradient sync complete.
+        loss = loss + 0.0 * scores.values.sum()
+    if ref is not None:
+        kl = kl_to_reference(scores.logprobs, ref[rows].to(device)).mean()
+        loss = loss + opts.kl_coef * kl
+        stats["kl"] = kl.item()
+    stats["loss"] = loss.item()
+    return loss, stats, scores.tokens
