@@ -31,11 +31,17 @@ class Problem:
         return f"{where}{self.message}{tail}"
 
 
-class TaskDefinitionError(ValueError):
-    """A task definition is malformed; says which file, which field, and the expected form."""
+class DefinitionError(ValueError):
+    """A YAML definition is malformed; says which file, which field, and the expected form.
+
+    Shared by task definitions and training configs, so both report problems the same way.
+    """
+
+    #: What kind of document this is, for the first line of the message.
+    what = "definition"
 
     def __init__(self, source: str | Path | None, problems: list[Problem]):
-        self.source = str(source) if source is not None else "<task definition>"
+        self.source = str(source) if source is not None else f"<{self.what}>"
         self.problems = problems
         super().__init__(str(self))
 
@@ -45,9 +51,15 @@ class TaskDefinitionError(ValueError):
         return [p.field for p in self.problems]
 
     def __str__(self) -> str:
-        lines = [f"{self.source}: invalid task definition"]
+        lines = [f"{self.source}: invalid {self.what}"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+class TaskDefinitionError(DefinitionError):
+    """A task definition is malformed; says which file, which field, and the expected form."""
+
+    what = "task definition"
 
 
 class UnknownTaskError(KeyError):

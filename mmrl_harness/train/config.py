@@ -21,30 +21,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mmrl_harness.tasks.files import Problem, deep_merge
+from mmrl_harness.tasks.files import DefinitionError, Problem, deep_merge
 
 Algorithm = Literal["grpo", "ppo", "episodic_grpo"]
 #: Algorithms served by the harness's own episodic trainer (``train/episodic*.py``).
 EPISODIC_ALGORITHMS: tuple[str, ...] = ("ppo", "episodic_grpo")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(DefinitionError):
     """A training config is malformed; says which file, which field, and the expected form."""
 
-    def __init__(self, source: str | Path | None, problems: list[Problem]):
-        self.source = str(source) if source is not None else "<train config>"
-        self.problems = problems
-        super().__init__(str(self))
-
-    @property
-    def fields(self) -> list[str]:
-        """The dotted paths of the offending fields."""
-        return [p.field for p in self.problems]
-
-    def __str__(self) -> str:
-        lines = [f"{self.source}: invalid training config"]
-        lines += [f"  - {p}" for p in self.problems]
-        return "\n".join(lines)
+    what = "training config"
 
 
 class _Strict(BaseModel):
