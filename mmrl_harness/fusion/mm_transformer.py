@@ -25,28 +25,21 @@ from pydantic import Field
 from torch import nn
 
 from mmrl_harness.fusion.base import (
-    FusionAdapter,
     FusionCost,
     FusionOptions,
     FusionOptionsError,
-    active_module,
-    base_model,
-    require_part,
 )
 from mmrl_harness.fusion.blocks import (
     Attention,
     FeedForward,
     gate_values,
-    like_embedding,
     zero_gate,
 )
 from mmrl_harness.fusion.image_context import (
-    INPUT_FUSION_ATTR,
     ImageMemory,
-    install_image_context,
     scatter_image_tokens,
 )
-from mmrl_harness.models.anatomy import Anatomy, get_submodule
+from mmrl_harness.fusion.input_fusion import InputFusionAdapter
 
 
 class MultimodalTransformerOptions(FusionOptions):
@@ -129,17 +122,15 @@ class PerceiverResampler(nn.Module):
         return read + think + self.write.flops(image_tokens, num_latents)
 
 
-class MultimodalTransformerFusion(FusionAdapter):
+class MultimodalTransformerFusion(InputFusionAdapter):
     """Perceiver-IO resampler over each sample's image tokens, gated into the LM's input."""
 
     name = "mm_transformer"
     Options = MultimodalTransformerOptions
     options: MultimodalTransformerOptions
 
-    def _attach(self, model: nn.Module, anatomy: Anatomy) -> None:
-        language_model = require_part(model, anatomy, "language_model", self.name)
-        embed = require_part(model, anatomy, "embed_tokens", self.name)
-        hidden = int(anatomy.text_config(model).hidden_size)
+    def build_module(self, hidden: int) -> nn.Module:
+        """The resampler, checked against the language model's width."""
         opts = self.options
         width = opts.width or hidden
         if width % opts.heads:
@@ -147,23 +138,12 @@ class MultimodalTransformerFusion(FusionAdapter):
                 f"mm_transformer: width {width} is not divisible by heads={opts.heads}; choose "
                 "heads that divide the width (or set width)"
             )
-        module = PerceiverResampler(
-            hidden, width, opts.latents, opts.depth, opts.heads, opts.ff_mult
-        )
-        language_model.add_module(INPUT_FUSION_ATTR, like_embedding(module, embed))
-        install_image_context(model, anatomy)
-
-    def _path(self, model: nn.Module) -> str:
-        return f"{self.anatomy(model).language_model}.{INPUT_FUSION_ATTR}"
+        return PerceiverResampler(hidden, width, opts.latents, opts.depth, opts.heads, opts.ff_mult)
 
     def _module(self, model: nn.Module) -> PerceiverResampler:
-        module = active_module(get_submodule(base_model(model), self._path(model)))
+        module = self.fusion_module(model)
         assert isinstance(module, PerceiverResampler)
         return module
-
-    def trainable_module_names(self, model: nn.Module) -> list[str]:
-        """The resampler on the language model."""
-        return [self._path(model)]
 
     def cost(self, model: nn.Module, image_tokens: int, text_tokens: int) -> FusionCost:
         """Everything is paid once per sample's images; text tokens cost nothing extra."""

@@ -21,20 +21,13 @@ import torch
 from torch import nn
 
 from mmrl_harness.fusion.base import (
-    FusionAdapter,
     FusionCost,
     FusionOptions,
-    active_module,
-    base_model,
-    require_part,
 )
-from mmrl_harness.fusion.blocks import like_embedding
 from mmrl_harness.fusion.image_context import (
-    INPUT_FUSION_ATTR,
     ImageMemory,
-    install_image_context,
 )
-from mmrl_harness.models.anatomy import Anatomy, get_submodule
+from mmrl_harness.fusion.input_fusion import InputFusionAdapter
 
 
 class WeightedSumOptions(FusionOptions):
@@ -72,27 +65,16 @@ class ModalityWeights(nn.Module):
         }
 
 
-class WeightedSumFusion(FusionAdapter):
+class WeightedSumFusion(InputFusionAdapter):
     """Learned weighted sum of text, image, and pooled-image-into-text embeddings."""
 
     name = "weighted_sum"
     Options = WeightedSumOptions
     options: WeightedSumOptions
 
-    def _attach(self, model: nn.Module, anatomy: Anatomy) -> None:
-        language_model = require_part(model, anatomy, "language_model", self.name)
-        embed = require_part(model, anatomy, "embed_tokens", self.name)
-        hidden = int(anatomy.text_config(model).hidden_size)
-        module = ModalityWeights(hidden, self.options.per_channel)
-        language_model.add_module(INPUT_FUSION_ATTR, like_embedding(module, embed))
-        install_image_context(model, anatomy)
-
-    def _path(self, model: nn.Module) -> str:
-        return f"{self.anatomy(model).language_model}.{INPUT_FUSION_ATTR}"
-
-    def trainable_module_names(self, model: nn.Module) -> list[str]:
-        """The coefficient module on the language model."""
-        return [self._path(model)]
+    def build_module(self, hidden: int) -> nn.Module:
+        """Three coefficients (or 3 x hidden with ``per_channel``)."""
+        return ModalityWeights(hidden, self.options.per_channel)
 
     def cost(self, model: nn.Module, image_tokens: int, text_tokens: int) -> FusionCost:
         """Three coefficients (or 3 x hidden); elementwise work only, so 0 matmul FLOPs."""
@@ -106,6 +88,6 @@ class WeightedSumFusion(FusionAdapter):
 
     def log_values(self, model: nn.Module) -> dict[str, float]:
         """``weighted_sum/text``, ``weighted_sum/image``, ``weighted_sum/image_to_text``."""
-        module = active_module(get_submodule(base_model(model), self._path(model)))
+        module = self.fusion_module(model)
         assert isinstance(module, ModalityWeights)
         return {f"{self.name}/{k}": v for k, v in module.coefficients().items()}
