@@ -132,6 +132,24 @@ def test_ppo_raises_return_and_greedy_success_on_a_short_numberline(tmp_path: Pa
     assert again.tasks["numberline"].metrics["success_rate"].value == result.best_success_rate
 
 
+def test_final_results_name_the_checkpoint_the_policy_in_memory_came_from(tmp_path: Path) -> None:
+    from mmrl_harness.train import train
+
+    # eval_every=1 with keep_best: the returned policy is output_dir/best, not the last save.
+    config = _config(
+        tmp_path, max_steps=2, save_steps=1, episodic={"eval_every": 1, "eval_episodes": 4}
+    )
+    config = config.model_copy(
+        update={
+            "eval": config.eval.model_copy(update={"episodes": 4, "policy_mode": "action_logits"})
+        }
+    )
+    result = train(config)
+    assert result.policy_checkpoint == Path(config.output_dir) / "best"
+    assert result.results is not None
+    assert result.results.provenance.fusion.checkpoint == str(result.policy_checkpoint)
+
+
 def test_episodic_grpo_raises_return_on_a_short_numberline(tmp_path: Path) -> None:
     config = _config(
         tmp_path,

@@ -159,6 +159,7 @@ def test_grpo_raises_the_reward_and_writes_checkpoint_results_and_metrics(
     assert result.results_path is not None and result.results_path.is_file()
     assert result.results is not None
     assert result.results.provenance.fusion.name == "weighted_sum"
+    assert result.results.provenance.fusion.checkpoint == str(result.last_checkpoint)
 
 
 def test_quickstart_trains_and_reports_greedy_and_sampled_success_before_and_after() -> None:
