@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, Literal, TypeVar
 
+from mmrl_harness.errors import MMRLError
+
 #: The plugin API this harness implements. A plugin declares the version it targets with a
 #: ``plugin_api_version`` attribute on the object its entry point names.
 PLUGIN_API_VERSION = 1
@@ -40,7 +42,7 @@ def group_name(kind: str) -> str:
     return f"mmrl_harness.{kind}"
 
 
-class PluginError(Exception):
+class PluginError(MMRLError):
     """Base class of every plugin problem."""
 
 

@@ -20,13 +20,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mmrl_harness.errors import MMRLError
+
 #: Bump the major on incompatible changes; readers refuse an unknown major.
 SCHEMA_VERSION = "1.0"
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "gymnasium", "numpy")
 
 
-class ResultsFileError(ValueError):
+class ResultsFileError(MMRLError, ValueError):
     """A results file is missing, malformed, of an unknown schema version, or tampered with."""
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mmrl_harness.errors import MMRLError
 from mmrl_harness.models.anatomy import Anatomy, anatomy_for, get_submodule
 from mmrl_harness.registry import PLUGIN_API_VERSION, PluginInfo, PluginValidationError
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 ATTACHED_ATTR = "mmrl_fusion_adapter"
 
 
-class FusionError(ValueError):
+class FusionError(MMRLError, ValueError):
     """Base class of fusion-adapter problems the user can fix."""
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mmrl_harness.errors import MMRLError
 from mmrl_harness.registry import PLUGIN_API_VERSION, PluginInfo, PluginValidationError
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(MMRLError, ValueError):
     """The model's family has no registered anatomy."""
 
 

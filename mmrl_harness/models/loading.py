@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import AutoProcessor, Qwen2VLConfig, Qwen2VLProcessor
 
+from mmrl_harness.errors import MMRLError
 from mmrl_harness.models.anatomy import Anatomy, UnsupportedArchitectureError, anatomy_for
 from mmrl_harness.models.tiny import TINY_MODELS, build_tiny_vlm
 
@@ -31,7 +32,7 @@ _DTYPES = ("auto", "float32", "float16", "bfloat16")
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
-class ModelNotFoundError(ValueError):
+class ModelNotFoundError(MMRLError, ValueError):
     """The name is neither a local model folder, a reachable Hub id, nor a tiny model name."""
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from mmrl_harness.errors import MMRLError
+
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 
 
@@ -31,7 +33,7 @@ class Problem:
         return f"{where}{self.message}{tail}"
 
 
-class DefinitionError(ValueError):
+class DefinitionError(MMRLError, ValueError):
     """A YAML definition is malformed; says which file, which field, and the expected form.
 
     Shared by task definitions and training configs, so both report problems the same way.
@@ -62,7 +64,7 @@ class TaskDefinitionError(DefinitionError):
     what = "task definition"
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(MMRLError, KeyError):
     """No task has that name."""
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmrl_harness.errors import MMRLError
+
 if TYPE_CHECKING:
     from mmrl_harness.results import EvalResults
     from mmrl_harness.train.model_setup import PolicyModel
 
 
-class TrainingError(RuntimeError):
+class TrainingError(MMRLError, RuntimeError):
     """Training stopped on a problem the user can fix (a reward, an episode, a checkpoint);
     the message names it. Trainers raise subclasses; the CLI prints them as one clear error."""
 
