@@ -102,6 +102,9 @@ def test_attaching_leaves_logits_and_greedy_generation_unchanged(
     model, _ = _with_adapter(loaded, name, **ADAPTERS[name])
     with torch.no_grad():
         after = model(**inputs).logits
+    # Zero gates add exactly 0 to the same activations, run by the same kernels on the same shapes;
+    # 1e-6 (~10 float32 ulps at these logit magnitudes) only allows a fused path that regroups
+    # the same sums, and is far below any gate opening (test_open_gates_change_the_output).
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
     assert torch.equal(_generate(model, inputs).sequences, expected)
 
@@ -126,6 +129,10 @@ def test_cached_decode_steps_see_the_prefill_images(loaded: LoadedVLM, name: str
     _open_gates(model)
     cached = _generate(model, inputs)
     recomputed = _generate(model, inputs, use_cache=False)
+    # A decode step attends one query over cached keys, the recompute all queries at once: the
+    # same sums in another order, a few float32 ulps per op over a handful of layers (~1e-5 at
+    # these logit magnitudes); 1e-4 leaves a margin, while fusing the wrong images moves logits
+    # by ~1e-1. Greedy tokens agree unless two logits tie within that error (not at random init).
     assert torch.equal(cached.sequences, recomputed.sequences)
     torch.testing.assert_close(
         torch.stack(cached.scores), torch.stack(recomputed.scores), rtol=0, atol=1e-4
@@ -142,6 +149,8 @@ def test_each_row_fuses_its_own_image(loaded: LoadedVLM, name: str) -> None:
         alone_inputs = dict(build_inputs(loaded, [_images()[row]], [QUESTIONS[row]]))
         alone = _generate(model, alone_inputs)
         new_alone = alone.sequences[0, alone_inputs["input_ids"].shape[1] :]
+        # Batched rows are left-padded and run in larger matrices: another summation order, so
+        # logits agree to float32 rounding through a few layers (~1e-5), checked at 1e-4.
         assert torch.equal(batched.sequences[row, inputs["input_ids"].shape[1] :], new_alone)
         torch.testing.assert_close(
             torch.stack(batched.scores)[:, row], torch.stack(alone.scores)[:, 0], atol=1e-4, rtol=0

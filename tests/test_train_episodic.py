@@ -318,6 +318,9 @@ def test_rescoring_a_rollout_reproduces_the_acting_logprobs(
             [rollout.prompts[i] for i in reversed_rows],
             rollout.answers.select(reversed_rows),
         )
+    # Acting ran the turns in batches of 4 envs, re-scoring runs them all at once (and reversed):
+    # the same log-probabilities up to float32 summation order (~1e-6 at magnitude ~1), while
+    # another turn's frame or prompt would move them by far more than 1e-5.
     assert torch.allclose(again.logprobs, rollout.logprobs, atol=1e-5)
     assert torch.allclose(shuffled.logprobs.flip(0), rollout.logprobs, atol=1e-5)
 
@@ -332,15 +335,18 @@ def test_the_kl_reference_is_the_model_with_lora_disabled(tmp_path: Path) -> Non
     _, loaded, spec, model, _, rollout = _rollout(tmp_path, "generate", steps=2)
     accelerator = Accelerator(cpu=True)
     before = reference_logprobs(accelerator, model, loaded, spec, rollout, 2)
-    # Untrained LoRA (B = 0) and untouched modules_to_save copies: policy == reference.
+    # Untrained LoRA (B = 0) and untouched modules_to_save copies: policy == reference, up to
+    # the float32 summation order of other batch shapes (as in the re-scoring test above).
     assert torch.allclose(before, rollout.logprobs, atol=1e-5)
     stats = _optimize(model, loaded, spec, rollout, EpisodicConfig(kl_coef=0.1, num_minibatches=2))
     assert stats["kl"] > 0
     after = reference_logprobs(accelerator, model, loaded, spec, rollout, 2)
-    assert torch.allclose(after, before, atol=1e-5)  # training never moves the reference
+    # Training never moves the reference: same inputs, same batches, so only a moved weight
+    # could change it beyond rounding.
+    assert torch.allclose(after, before, atol=1e-5)
     with torch.no_grad():
         moved = score_turns(model, loaded, spec, rollout.frames, rollout.prompts, rollout.answers)
-    assert not torch.allclose(moved.logprobs, before, atol=1e-3)
+    assert not torch.allclose(moved.logprobs, before, atol=1e-3)  # 100x the rounding bound
 
 
 def _pil(frame: np.ndarray) -> Any:
@@ -353,22 +359,75 @@ def _rows(pixels: torch.Tensor) -> list[bytes]:
     return [row.numpy().tobytes() for row in pixels]
 
 
-def test_micro_batches_leave_the_update_unchanged(tmp_path: Path) -> None:
+class _GradientRecorder(torch.optim.Optimizer):
+    """An optimizer whose ``step`` records the accumulated gradients and moves nothing.
+
+    With the parameters fixed, every step of two runs sees the same model, so their gradients can
+    be compared one by one; after real (Adam) steps tiny differences would be amplified by
+    ``1 / sqrt(v)`` on near-zero gradients and compare nothing about micro-batching.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        super().__init__(params, {})
+        self.gradients: list[list[torch.Tensor]] = []
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        params = [p for group in self.param_groups for p in group["params"]]
+        self.gradients.append(
+            [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
+        )
+
+
+def test_micro_batches_accumulate_the_whole_minibatch_gradient(tmp_path: Path) -> None:
     import copy
 
+    from accelerate import Accelerator
+
     from mmrl_harness.train.episodic_config import EpisodicConfig
+    from mmrl_harness.train.episodic_update import optimize
 
     _, loaded, spec, model, _, rollout = _rollout(tmp_path, "action_logits", steps=3)
     twin = copy.deepcopy(model)
     opts = EpisodicConfig(ppo_epochs=2, num_minibatches=2, kl_coef=0.1)
-    torch.manual_seed(0)
-    whole = _optimize(model, loaded, spec, rollout, opts)
-    torch.manual_seed(0)  # the same minibatch order
-    split = _optimize(twin, loaded, spec, rollout, opts, micro_batches=3)
-    assert split["loss"] == pytest.approx(whole["loss"], abs=1e-5)
-    for (name, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
-        if a.requires_grad:
-            assert torch.allclose(a, b, atol=1e-5), name
+    recorded = []
+    # 12 turns -> minibatches of 6 -> micro-batches of 2, 2, 1, 1: unequal parts, so a wrong
+    # per-part weighting shows.
+    for net, micro_batches in ((model, 1), (twin, 4)):
+        params = [p for p in net.parameters() if p.requires_grad]
+        recorder = _GradientRecorder(params)
+        torch.manual_seed(0)  # the same minibatch order in both runs
+        stats = optimize(
+            Accelerator(cpu=True),
+            net,
+            recorder,
+            params,
+            loaded,
+            spec,
+            rollout,
+            opts,
+            True,
+            micro_batches,
+        )
+        recorded.append((stats, recorder.gradients))
+    (whole, whole_grads), (split, split_grads) = recorded
+    assert len(whole_grads) == len(split_grads) == opts.ppo_epochs * opts.num_minibatches
+    # The loss is a mean of a handful of per-turn float32 terms summed in another order:
+    # relative error of a few float32 ulps (~1e-7 each), so 1e-5 relative has a wide margin.
+    assert split["loss"] == pytest.approx(whole["loss"], rel=1e-5, abs=1e-6)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for step, (a_step, b_step) in enumerate(zip(whole_grads, split_grads, strict=True)):
+        assert any(bool(g.abs().sum() > 0) for g in a_step), "the test needs a non-zero gradient"
+        for name, a, b in zip(names, a_step, b_step, strict=True):
+            # Each gradient entry is a sum over the minibatch's turns (and positions); splitting
+            # the minibatch only regroups that float32 sum. Its rounding error is a few ulps of
+            # the largest summand, so the bound scales with the tensor's own magnitude: 1e-4 of
+            # its largest entry (~1000 float32 ulps) absorbs any summation order, while a wrong
+            # weighting of the parts (1/4 each instead of len(part)/len(rows), or none) moves
+            # entries by tens of percent.
+            scale = float(a.abs().max())
+            torch.testing.assert_close(
+                b, a, rtol=0, atol=1e-4 * scale + 1e-12, msg=f"step {step}: {name}"
+            )
 
 
 # -- checkpoints, resume, errors ---------------------------------------------------------------
@@ -394,7 +453,8 @@ def test_resume_continues_update_count_and_optimizer_exactly(tmp_path: Path) -> 
         Path(resumed_cfg.output_dir) / "checkpoint-4" / "optimizer.bin", weights_only=False
     )
     assert {s["step"].item() for s in optimizer["state"].values()} == {4 * 4 * 2}
-    # Whole episodes per update and update-keyed seeds: the resumed run equals the straight one.
+    # Whole episodes per update and update-keyed seeds: the resumed run equals the straight one,
+    # bit for bit: same process, same batch shapes, same order of every sum, so exact is right.
     a, b = _trainable_state(straight.peft_model), _trainable_state(resumed.peft_model)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
