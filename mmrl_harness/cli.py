@@ -232,6 +232,28 @@ def eval_command(
     console.print(f"results written to {output} ({results.cost.wall_time_s:.1f} s)")
 
 
+@app.command("verify")
+def verify_command(
+    paths: Annotated[
+        list[str], typer.Argument(metavar="RESULTS.json", help="Results files to check.")
+    ],
+) -> None:
+    """Check results files: schema, counts, every metric recomputed from the records, hashes.
+
+    Prints `ok  PATH` or `PATH: field: problem` per problem; exits 1 unless all verify.
+    """
+    from mmrl_harness.verify import verify_file
+
+    failed = 0
+    for path in paths:
+        problems = verify_file(path)
+        # Plain echo, not rich: field paths like records[3] must not be read as markup.
+        typer.echo(f"ok  {path}" if not problems else "\n".join(f"{path}: {p}" for p in problems))
+        failed += bool(problems)
+    if failed:
+        raise typer.Exit(1)
+
+
 def parse_assignments(items: list[str] | None) -> dict[str, object]:
     """``["a.b=3", "c=red"]`` -> ``{"a.b": 3, "c": "red"}`` (values parsed as YAML scalars)."""
     import yaml

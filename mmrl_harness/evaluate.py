@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 from mmrl_harness import __version__
 from mmrl_harness.metrics import compute_task_metrics, length_histogram
 from mmrl_harness.metrics.cost import peak_memory_mib
+from mmrl_harness.metrics.episodes import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from mmrl_harness.results import (
+    Bootstrap,
     Cost,
     EvalResults,
     FusionInfo,
@@ -81,8 +83,6 @@ def evaluate(
     progress: Progress | None = None,
 ) -> EvalResults:
     """Run every task's episodes with ``loaded`` as the policy and return (and write) the results."""
-    from mmrl_harness.tasks import make_task_env
-
     if not tasks:
         raise ValueError("evaluate needs at least one task name")
     definitions = [resolve_task(t, task_overrides) for t in tasks]
@@ -95,6 +95,7 @@ def evaluate(
     )
     was_training = loaded.model.training
     loaded.model.eval()
+    bootstrap = Bootstrap(seed=BOOTSTRAP_SEED, resamples=BOOTSTRAP_RESAMPLES)
     started = time.perf_counter()
     results: dict[str, TaskResult] = {}
     all_seeds: list[int] = []
@@ -102,29 +103,8 @@ def evaluate(
         for task in definitions:
             task_seeds = resolve_seeds(task, episodes, seeds)
             all_seeds.extend(s for s in task_seeds if s not in all_seeds)
-            bar = (
-                progress.add_task(f"eval {task.name}", total=len(task_seeds)) if progress else None
-            )
-
-            def advance(_record: Any, bar: Any = bar) -> None:
-                if progress is not None and bar is not None:
-                    progress.advance(bar)
-
-            records = run_episodes(
-                partial(make_task_env, task),
-                policy,
-                task_seeds,
-                batch_size=batch_size,
-                on_episode=advance,
-            )
-            results[task.name] = TaskResult(
-                task=task.name,
-                task_version=str(task.version),
-                task_hash=json_digest(task.model_dump(mode="json")),
-                num_episodes=len(records),
-                metrics=compute_task_metrics(records),
-                length_histogram=length_histogram(records),
-                records=records,
+            results[task.name] = _run_task(
+                task, policy, task_seeds, batch_size, bootstrap, progress
             )
     finally:
         loaded.model.train(was_training)
@@ -148,10 +128,42 @@ def evaluate(
             peak_memory_mib=peak_memory_mib(),
         ),
         tasks=results,
+        bootstrap=bootstrap,
     )
     if output is not None:
         write_results(out, output)
     return out
+
+
+def _run_task(
+    task: TaskDefinition,
+    policy: VLMPolicy,
+    seeds: list[int],
+    batch_size: int,
+    bootstrap: Bootstrap,
+    progress: Progress | None,
+) -> TaskResult:
+    """One task's episodes, with their metrics."""
+    from mmrl_harness.tasks import make_task_env
+
+    bar = progress.add_task(f"eval {task.name}", total=len(seeds)) if progress else None
+
+    def advance(_record: Any) -> None:
+        if progress is not None and bar is not None:
+            progress.advance(bar)
+
+    records = run_episodes(
+        partial(make_task_env, task), policy, seeds, batch_size=batch_size, on_episode=advance
+    )
+    return TaskResult(
+        task=task.name,
+        task_version=str(task.version),
+        task_hash=json_digest(task.model_dump(mode="json")),
+        num_episodes=len(records),
+        metrics=compute_task_metrics(records, seed=bootstrap.seed, resamples=bootstrap.resamples),
+        length_histogram=length_histogram(records),
+        records=records,
+    )
 
 
 def run_eval(

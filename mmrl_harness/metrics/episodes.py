@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mmrl_harness.results import EpisodeRecord, MetricValue
+from mmrl_harness.results_schema import EpisodeRecord, MetricValue
 
-#: Fixed so that recomputing a results file's metrics gives the same intervals, bit for bit.
+#: Defaults; a results file stores the values it used (``EvalResults.bootstrap``), so
+#: recomputing its metrics gives the same intervals, bit for bit.
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -37,8 +38,10 @@ def bootstrap_ci(
     return (float(low), float(high))
 
 
-def _mean_with_ci(values: Sequence[float], higher_is_better: bool | None) -> MetricValue:
-    low, high = bootstrap_ci(values)
+def _mean_with_ci(
+    values: Sequence[float], higher_is_better: bool | None, *, seed: int, resamples: int
+) -> MetricValue:
+    low, high = bootstrap_ci(values, resamples=resamples, seed=seed)
     value = float(np.mean(values)) if len(values) else float("nan")
     return MetricValue(value=value, ci_low=low, ci_high=high, higher_is_better=higher_is_better)
 
@@ -49,8 +52,13 @@ def length_histogram(records: Sequence[EpisodeRecord]) -> dict[str, int]:
     return {str(length): counts[length] for length in sorted(counts)}
 
 
-def compute_task_metrics(records: Sequence[EpisodeRecord]) -> dict[str, MetricValue]:
-    """Every per-task metric, from the records alone."""
+def compute_task_metrics(
+    records: Sequence[EpisodeRecord],
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, MetricValue]:
+    """Every per-task metric, from the records alone (``seed``/``resamples``: the bootstrap's)."""
     if not records:
         raise ValueError("cannot compute metrics from zero episode records")
     returns = [r.episode_return for r in records]
@@ -59,10 +67,11 @@ def compute_task_metrics(records: Sequence[EpisodeRecord]) -> dict[str, MetricVa
     invalid = sum(r.invalid_actions for r in records)
     tokens = sum(r.tokens for r in records)
     wall = sum(r.wall_time_s for r in records)
+    ci = {"seed": seed, "resamples": resamples}
     return {
-        "episode_return": _mean_with_ci(returns, True),
-        "success_rate": _mean_with_ci([float(r.success) for r in records], True),
-        "episode_length": _mean_with_ci(lengths, None),
+        "episode_return": _mean_with_ci(returns, True, **ci),
+        "success_rate": _mean_with_ci([float(r.success) for r in records], True, **ci),
+        "episode_length": _mean_with_ci(lengths, None, **ci),
         "episode_length_std": MetricValue(value=float(np.std(lengths))),
         "invalid_action_rate": MetricValue(
             value=invalid / steps if steps else 0.0, higher_is_better=False
