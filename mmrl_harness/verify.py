@@ -4,10 +4,12 @@ A results file stores its metrics beside the episode records they came from, so 
 recompute every number. ``verify_file`` does that and returns the problems it finds, each naming
 the field (``tasks.numberline.metrics.success_rate.value``) and what is wrong with it.
 
-Every comparison is exact. The stored numbers were produced by the same functions
-(``mmrl_harness.metrics``) on the same floats in the same order, and JSON round-trips a float64
-exactly, so an honest file recomputes bit for bit; the bootstrap intervals too, because their
-seed and resample count are stored in the file (``bootstrap``). Any difference is an edit, or a
+Counts, integers and hashes are compared exactly; float metrics to a relative 1e-9
+(``METRIC_RTOL``). The stored numbers were produced by the same functions
+(``mmrl_harness.metrics``) on the same floats, and JSON round-trips a float64 exactly, but
+another CPU may sum them in another order (numpy chooses SIMD kernels per machine), which moves
+the last bits and nothing more. The bootstrap intervals recompute too, because their seed and
+resample count are stored in the file (``bootstrap``). Any larger difference is an edit, or a
 different metric implementation or numpy version, which the message then names.
 
 The hashes prove integrity, not authorship: anyone can recompute them after an edit. Only
@@ -243,10 +245,20 @@ def _check_hashes(results: EvalResults) -> list[Problem]:
     return problems
 
 
+#: Relative tolerance for recomputed float metrics. The same numbers summed in another order
+#: (numpy picks its SIMD reduction kernels by CPU, so a file written on another machine may have
+#: been) differ by at most n * 2**-52 relative for n terms: below 1e-10 up to a million
+#: episodes. Any edit worth making (0.94 -> 1.0) is many orders of magnitude larger.
+METRIC_RTOL = 1e-9
+
+
 def _same(stored: Any, fresh: Any) -> bool:
-    # NaN never equals itself; two NaNs (an empty bootstrap) are the same value here.
-    both_nan = isinstance(stored, float) and isinstance(fresh, float)
-    return stored == fresh or (both_nan and math.isnan(stored) and math.isnan(fresh))
+    if isinstance(stored, float) and isinstance(fresh, float):
+        # NaN never equals itself; two NaNs (an empty bootstrap) are the same value here.
+        if math.isnan(stored) or math.isnan(fresh):
+            return math.isnan(stored) and math.isnan(fresh)
+        return math.isclose(stored, fresh, rel_tol=METRIC_RTOL, abs_tol=1e-12)
+    return bool(stored == fresh)
 
 
 def _origin_note(results: EvalResults) -> str:
