@@ -34,7 +34,9 @@ from mmrl_harness.rollout import PolicyMode, VLMPolicy, run_episodes
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from torch import nn
 
+    from mmrl_harness.fusion.base import FusionAdapter
     from mmrl_harness.models.loading import LoadedVLM
     from mmrl_harness.tasks.schema import TaskDefinition
 
@@ -81,8 +83,6 @@ def evaluate(
     progress: Progress | None = None,
 ) -> EvalResults:
     """Run every task's episodes with ``loaded`` as the policy and return (and write) the results."""
-    from mmrl_harness.tasks import make_task_env
-
     if not tasks:
         raise ValueError("evaluate needs at least one task name")
     definitions = [resolve_task(t, task_overrides) for t in tasks]
@@ -102,30 +102,7 @@ def evaluate(
         for task in definitions:
             task_seeds = resolve_seeds(task, episodes, seeds)
             all_seeds.extend(s for s in task_seeds if s not in all_seeds)
-            bar = (
-                progress.add_task(f"eval {task.name}", total=len(task_seeds)) if progress else None
-            )
-
-            def advance(_record: Any, bar: Any = bar) -> None:
-                if progress is not None and bar is not None:
-                    progress.advance(bar)
-
-            records = run_episodes(
-                partial(make_task_env, task),
-                policy,
-                task_seeds,
-                batch_size=batch_size,
-                on_episode=advance,
-            )
-            results[task.name] = TaskResult(
-                task=task.name,
-                task_version=str(task.version),
-                task_hash=json_digest(task.model_dump(mode="json")),
-                num_episodes=len(records),
-                metrics=compute_task_metrics(records),
-                length_histogram=length_histogram(records),
-                records=records,
-            )
+            results[task.name] = _run_task(task, policy, task_seeds, batch_size, progress)
     finally:
         loaded.model.train(was_training)
     wall = time.perf_counter() - started
@@ -154,6 +131,36 @@ def evaluate(
     return out
 
 
+def _run_task(
+    task: TaskDefinition,
+    policy: VLMPolicy,
+    seeds: list[int],
+    batch_size: int,
+    progress: Progress | None,
+) -> TaskResult:
+    """One task's episodes (a progress bar advancing per episode) and their metrics."""
+    from mmrl_harness.tasks import make_task_env
+
+    bar = progress.add_task(f"eval {task.name}", total=len(seeds)) if progress else None
+
+    def advance(_record: Any) -> None:
+        if progress is not None and bar is not None:
+            progress.advance(bar)
+
+    records = run_episodes(
+        partial(make_task_env, task), policy, seeds, batch_size=batch_size, on_episode=advance
+    )
+    return TaskResult(
+        task=task.name,
+        task_version=str(task.version),
+        task_hash=json_digest(task.model_dump(mode="json")),
+        num_episodes=len(records),
+        metrics=compute_task_metrics(records),
+        length_histogram=length_histogram(records),
+        records=records,
+    )
+
+
 def run_eval(
     model: str,
     tasks: Sequence[str],
@@ -180,17 +187,27 @@ def run_eval(
         from peft import PeftModel
 
         loaded.model = PeftModel.from_pretrained(loaded.model, checkpoint).merge_and_unload()
-    info = fusion_adapters.infos().get(fusion)
-    fusion_info = FusionInfo(
-        name=fusion,
+    config = {"model": model, "fusion": fusion, "fusion_options": dict(fusion_options or {})}
+    info = fusion_info(adapter, loaded.model, checkpoint)
+    return evaluate(loaded, definitions, fusion=info, config=config, **kwargs)
+
+
+def fusion_info(
+    adapter: FusionAdapter, model: nn.Module, checkpoint: str | None = None
+) -> FusionInfo:
+    """The results-file description of an attached adapter: name, options, the distribution and
+    version of the plugin that provides it, its trainable parameters, the checkpoint loaded."""
+    from mmrl_harness.registry import fusion_adapters
+
+    info = fusion_adapters.infos().get(adapter.name)
+    return FusionInfo(
+        name=adapter.name,
         options=adapter.options.model_dump(mode="json"),
         distribution=info.distribution if info else None,
         version=info.version if info else None,
-        trainable_params=adapter.trainable_params(loaded.model),
+        trainable_params=adapter.trainable_params(model),
         checkpoint=checkpoint,
     )
-    config = {"model": model, "fusion": fusion, "fusion_options": dict(fusion_options or {})}
-    return evaluate(loaded, definitions, fusion=fusion_info, config=config, **kwargs)
 
 
 def _provenance(loaded: LoadedVLM, fusion: FusionInfo | None, seeds: list[int]) -> Provenance:
