@@ -11,7 +11,7 @@ from mmrl_harness.errors import MMRLError
 
 if TYPE_CHECKING:
     from mmrl_harness.results import EvalResults
-    from mmrl_harness.train.model_setup import PolicyModel
+    from mmrl_harness.train.policy import PolicyModel
 
 
 class TrainingError(MMRLError, RuntimeError):
