@@ -86,9 +86,9 @@ def run(algorithm: str, seed: int, updates: int, eval_every: int, workdir: Path)
 
     from mmrl_harness.evaluate import resolve_task
     from mmrl_harness.train.config import train_config_from_dict
-    from mmrl_harness.train.episodic import train_episodic
-    from mmrl_harness.train.episodic_metrics import greedy_success_rate
-    from mmrl_harness.train.model_setup import build_policy
+    from mmrl_harness.train.episodic.metrics import greedy_success_rate
+    from mmrl_harness.train.episodic.trainer import train_episodic
+    from mmrl_harness.train.policy import build_policy
 
     settings = SETTINGS[algorithm]
     config = train_config_from_dict(

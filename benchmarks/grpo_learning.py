@@ -27,7 +27,7 @@ def run_one(seed: int, steps: int, eval_every: int, episodes: int) -> list[dict[
     from transformers import TrainerCallback
 
     from mmrl_harness.train import build_policy, evaluate_policy, load_train_config
-    from mmrl_harness.train.grpo import train_grpo
+    from mmrl_harness.train.algorithms.grpo_trainer import train_grpo
 
     with tempfile.TemporaryDirectory() as out:
         config = load_train_config(

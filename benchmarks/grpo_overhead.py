@@ -70,7 +70,7 @@ def _config(output_dir: str, steps: int) -> Any:
 def worker_harness(data_dir: str, output_dir: str, steps: int) -> list[float]:
     """The harness path of ``mmrl train``: build_policy + train_grpo (evaluation left out)."""
     from mmrl_harness.train import build_policy
-    from mmrl_harness.train.grpo import train_grpo
+    from mmrl_harness.train.algorithms.grpo_trainer import train_grpo
 
     config = _config(output_dir, steps)
     timer = _step_timer()
@@ -120,7 +120,11 @@ def prepare(data_dir: Path, steps: int) -> None:
     """The shared rows (with the answer for the plain reward) and the exact GRPOConfig values."""
     from mmrl_harness.tasks import make_task_env
     from mmrl_harness.train import build_policy
-    from mmrl_harness.train.grpo import build_grpo_dataset, grpo_arguments, grpo_task
+    from mmrl_harness.train.algorithms.grpo_trainer import (
+        build_grpo_dataset,
+        grpo_arguments,
+        grpo_task,
+    )
 
     config = _config(str(data_dir / "unused"), steps)
     task = grpo_task(config)

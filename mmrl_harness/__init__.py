@@ -5,7 +5,7 @@ Importing the package is cheap (no torch): the public API below is loaded on fir
 
 from __future__ import annotations
 
-import importlib
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
@@ -31,7 +31,7 @@ _PUBLIC = {
     "load_results": "mmrl_harness.results:load_results",
     "TrainConfig": "mmrl_harness.train.config:TrainConfig",
     "load_train_config": "mmrl_harness.train.config:load_train_config",
-    "build_policy": "mmrl_harness.train.model_setup:build_policy",
+    "build_policy": "mmrl_harness.train.policy:build_policy",
     "train": "mmrl_harness.train:train",
     "PLUGIN_API_VERSION": "mmrl_harness.registry:PLUGIN_API_VERSION",
     "get_registry": "mmrl_harness.registry:get_registry",
@@ -43,5 +43,4 @@ __all__ = ["__version__", *_PUBLIC]
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
         raise AttributeError(f"module 'mmrl_harness' has no attribute {name!r}")
-    module, _, attr = _PUBLIC[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return pkgutil.resolve_name(_PUBLIC[name])

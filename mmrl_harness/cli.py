@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mmrl_harness import __version__
+
+if TYPE_CHECKING:
+    from mmrl_harness.results import EvalResults
 
 app = typer.Typer(
     name="mmrl",
@@ -57,7 +60,8 @@ def version() -> None:
 @app.command()
 def plugins(
     kind: Annotated[
-        str | None, typer.Option(help="Only this kind: fusion, tasks or architectures.")
+        str | None,
+        typer.Option(help="Only this kind: fusion, tasks, architectures or algorithms."),
     ] = None,
     load: Annotated[
         bool,
@@ -214,7 +218,13 @@ def eval_command(
                 output=output,
                 progress=progress,
             )
-    table = Table(title=f"{model} + {fusion}", title_justify="left")
+    console.print(_results_table(f"{model} + {fusion}", results))
+    console.print(f"results written to {output} ({results.cost.wall_time_s:.1f} s)")
+
+
+def _results_table(title: str, results: EvalResults) -> Table:
+    """One row per task: episodes, success, return with its 95% CI, length, invalid actions."""
+    table = Table(title=title, title_justify="left")
     for column in ("task", "episodes", "success", "return (95% CI)", "length", "invalid"):
         table.add_column(column)
     for name, result in results.tasks.items():
@@ -228,8 +238,7 @@ def eval_command(
             f"{m['episode_length'].value:.2f}",
             f"{m['invalid_action_rate'].value:.3f}",
         )
-    console.print(table)
-    console.print(f"results written to {output} ({results.cost.wall_time_s:.1f} s)")
+    return table
 
 
 @app.command("verify")
@@ -301,7 +310,7 @@ def train_command(
         run_config = load_train_config(config, overrides)
         try:
             result = train(run_config, console=console if main_process else None)
-        except (TrainingError, NotImplementedError) as err:
+        except TrainingError as err:
             _fail(str(err))
     if main_process:
         console.print(

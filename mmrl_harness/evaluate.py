@@ -36,7 +36,9 @@ from mmrl_harness.rollout import PolicyMode, VLMPolicy, run_episodes
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from torch import nn
 
+    from mmrl_harness.fusion.base import FusionAdapter
     from mmrl_harness.models.loading import LoadedVLM
     from mmrl_harness.tasks.schema import TaskDefinition
 
@@ -143,7 +145,7 @@ def _run_task(
     bootstrap: Bootstrap,
     progress: Progress | None,
 ) -> TaskResult:
-    """One task's episodes, with their metrics."""
+    """One task's episodes (a progress bar advancing per episode) and their metrics."""
     from mmrl_harness.tasks import make_task_env
 
     bar = progress.add_task(f"eval {task.name}", total=len(seeds)) if progress else None
@@ -192,17 +194,27 @@ def run_eval(
         from peft import PeftModel
 
         loaded.model = PeftModel.from_pretrained(loaded.model, checkpoint).merge_and_unload()
-    info = fusion_adapters.infos().get(fusion)
-    fusion_info = FusionInfo(
-        name=fusion,
+    config = {"model": model, "fusion": fusion, "fusion_options": dict(fusion_options or {})}
+    info = fusion_info(adapter, loaded.model, checkpoint)
+    return evaluate(loaded, definitions, fusion=info, config=config, **kwargs)
+
+
+def fusion_info(
+    adapter: FusionAdapter, model: nn.Module, checkpoint: str | None = None
+) -> FusionInfo:
+    """The results-file description of an attached adapter: name, options, the distribution and
+    version of the plugin that provides it, its trainable parameters, the checkpoint loaded."""
+    from mmrl_harness.registry import fusion_adapters
+
+    info = fusion_adapters.infos().get(adapter.name)
+    return FusionInfo(
+        name=adapter.name,
         options=adapter.options.model_dump(mode="json"),
         distribution=info.distribution if info else None,
         version=info.version if info else None,
-        trainable_params=adapter.trainable_params(loaded.model),
+        trainable_params=adapter.trainable_params(model),
         checkpoint=checkpoint,
     )
-    config = {"model": model, "fusion": fusion, "fusion_options": dict(fusion_options or {})}
-    return evaluate(loaded, definitions, fusion=fusion_info, config=config, **kwargs)
 
 
 def _provenance(loaded: LoadedVLM, fusion: FusionInfo | None, seeds: list[int]) -> Provenance:

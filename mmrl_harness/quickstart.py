@@ -65,7 +65,7 @@ def run_quickstart(
     Returns ``{"greedy_before", "sampled_before", "greedy_after", "sampled_after"}``.
     """
     from mmrl_harness.train import build_policy, evaluate_policy
-    from mmrl_harness.train.grpo import train_grpo
+    from mmrl_harness.train.algorithms.grpo_trainer import train_grpo
 
     console = console or Console()
     started = time.perf_counter()

@@ -12,8 +12,8 @@ plugin-API version check on the loaded object.
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
+import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +26,8 @@ from mmrl_harness.errors import MMRLError
 #: ``plugin_api_version`` attribute on the object its entry point names.
 PLUGIN_API_VERSION = 1
 
-PluginKind = Literal["fusion", "tasks", "architectures"]
-KINDS: tuple[PluginKind, ...] = ("fusion", "tasks", "architectures")
+PluginKind = Literal["fusion", "tasks", "architectures", "algorithms"]
+KINDS: tuple[PluginKind, ...] = ("fusion", "tasks", "architectures", "algorithms")
 
 #: Comma-separated ``kind:name`` (or bare ``name``) to ignore, like pytest's ``-p no:name``.
 DISABLE_ENV = "MMRL_DISABLE_PLUGINS"
@@ -86,16 +86,6 @@ class PluginInfo:
 def _disabled() -> set[str]:
     raw = os.environ.get(DISABLE_ENV, "")
     return {item.strip() for item in raw.split(",") if item.strip()}
-
-
-def _resolve(value: str) -> Any:
-    match = _VALUE.match(value)
-    assert match is not None
-    obj: Any = importlib.import_module(match.group("module"))
-    for part in (match.group("attr") or "").split("."):
-        if part:
-            obj = getattr(obj, part)
-    return obj
 
 
 class Registry(Generic[T]):
@@ -173,7 +163,7 @@ class Registry(Generic[T]):
         if info.malformed:
             raise PluginLoadError(info.malformed)
         try:
-            return _resolve(info.value)
+            return EntryPoint(info.name, info.value, group_name(self.kind)).load()
         except Exception as err:
             raise PluginLoadError(
                 f"{self.kind} plugin {info.name!r} from {info.distribution} {info.version} "
@@ -223,7 +213,7 @@ def _validator(path: str) -> Callable[[Any, PluginInfo], None]:
     """A validator defined in a module imported only when a plugin is actually loaded."""
 
     def validate(obj: Any, info: PluginInfo) -> None:
-        _resolve(path)(obj, info)
+        pkgutil.resolve_name(path)(obj, info)
 
     return validate
 
@@ -235,11 +225,15 @@ architectures: Registry[Any] = Registry(
     "architectures", _validator("mmrl_harness.models.anatomy:validate_plugin")
 )
 tasks: Registry[Any] = Registry("tasks", _validator("mmrl_harness.tasks:validate_plugin"))
+algorithms: Registry[Any] = Registry(
+    "algorithms", _validator("mmrl_harness.train.algorithms.base:validate_plugin")
+)
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "fusion": fusion_adapters,
     "tasks": tasks,
     "architectures": architectures,
+    "algorithms": algorithms,
 }
 
 

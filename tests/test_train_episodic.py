@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmrl_harness.train.ppo import compute_gae, group_relative_advantages
+from mmrl_harness.train.losses.grpo import group_relative_advantages
+from mmrl_harness.train.losses.ppo import compute_gae
 
 # A NumberLine small enough that a few updates solve it (distance 1 or 2 from the target).
 SHORT_LINE = {"env_kwargs.image_size": 32, "env_kwargs.line_length": 3, "max_steps": 4}
@@ -59,8 +60,8 @@ def _config(tmp_path: Path, algorithm: str = "ppo", **overrides: Any) -> Any:
 
 
 def _train(config: Any) -> Any:
-    from mmrl_harness.train.episodic import train_episodic
-    from mmrl_harness.train.model_setup import build_policy
+    from mmrl_harness.train.episodic.trainer import train_episodic
+    from mmrl_harness.train.policy import build_policy
 
     return train_episodic(config, build_policy(config))
 
@@ -219,9 +220,11 @@ def _rollout(
     """A real PPO rollout on 5-position NumberLine from 4 recording environments."""
     from mmrl_harness.evaluate import resolve_task
     from mmrl_harness.tasks.gym_task import make_task_env
-    from mmrl_harness.train.episodic_policy import ActorCritic, ValueHead, policy_spec
-    from mmrl_harness.train.episodic_rollout import EnvPool, collect_ppo
-    from mmrl_harness.train.model_setup import build_policy
+    from mmrl_harness.train.algorithms.ppo import PPO
+    from mmrl_harness.train.episodic.config import EpisodicConfig
+    from mmrl_harness.train.episodic.policy import ActorCritic, ValueHead, policy_spec
+    from mmrl_harness.train.episodic.rollout import EnvPool, collect_steps
+    from mmrl_harness.train.policy import build_policy
 
     config = _config(tmp_path, model=model_name, task_overrides={"env_kwargs.image_size": 32})
     policy = build_policy(config)
@@ -230,18 +233,18 @@ def _rollout(
     loaded = policy.vlm
     spec = policy_spec(loaded, mode, envs[0].action_words, 1.0, 3)
     model = ActorCritic(policy.peft_model, ValueHead(64))
-    rollout = collect_ppo(
+    rollout = collect_steps(
         EnvPool(envs),  # type: ignore[arg-type]
         model,
         loaded,
         spec,
         steps=steps,
-        gamma=0.99,
-        gae_lambda=0.95,
+        bootstrap=True,
         seeds=np.random.default_rng(0),
         seed_pool=range(100),
         generator=torch.Generator().manual_seed(0),
     )
+    PPO().compute_advantages(rollout, config, EpisodicConfig(gamma=0.99, gae_lambda=0.95))
     return policy, loaded, spec, model, envs, rollout
 
 
@@ -250,20 +253,21 @@ def _optimize(
 ) -> dict[str, float]:
     from accelerate import Accelerator
 
-    from mmrl_harness.train.episodic_update import optimize
+    from mmrl_harness.train.algorithms.ppo import PPO
+    from mmrl_harness.train.episodic.update import optimize
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-3)
     accelerator = Accelerator(cpu=True)
     return optimize(
-        accelerator, model, optimizer, params, loaded, spec, rollout, opts, True, micro_batches
+        accelerator, model, optimizer, params, loaded, spec, rollout, opts, PPO(), micro_batches
     )
 
 
 def test_each_turns_training_forward_sees_the_frame_acted_on(tmp_path: Path) -> None:
     from mmrl_harness.models.anatomy import get_submodule
     from mmrl_harness.models.generation import build_inputs
-    from mmrl_harness.train.episodic_config import EpisodicConfig
+    from mmrl_harness.train.episodic.config import EpisodicConfig
 
     steps = 3
     policy, loaded, spec, model, envs, rollout = _rollout(tmp_path, "action_logits", steps)
@@ -304,7 +308,7 @@ def test_rescoring_a_rollout_reproduces_the_acting_logprobs(
 ) -> None:
     """The update scores each turn on its own frame, prompt and answer, in any minibatch order:
     the importance ratio is 1 before the first step (another turn's frame would change it)."""
-    from mmrl_harness.train.episodic_policy import score_turns
+    from mmrl_harness.train.episodic.policy import score_turns
 
     _, loaded, spec, model, _, rollout = _rollout(tmp_path, mode, 2, model_name)
     with torch.no_grad():
@@ -328,9 +332,9 @@ def test_rescoring_a_rollout_reproduces_the_acting_logprobs(
 def test_the_kl_reference_is_the_model_with_lora_disabled(tmp_path: Path) -> None:
     from accelerate import Accelerator
 
-    from mmrl_harness.train.episodic_config import EpisodicConfig
-    from mmrl_harness.train.episodic_policy import score_turns
-    from mmrl_harness.train.episodic_update import reference_logprobs
+    from mmrl_harness.train.episodic.config import EpisodicConfig
+    from mmrl_harness.train.episodic.policy import score_turns
+    from mmrl_harness.train.episodic.update import reference_logprobs
 
     _, loaded, spec, model, _, rollout = _rollout(tmp_path, "generate", steps=2)
     accelerator = Accelerator(cpu=True)
@@ -383,8 +387,9 @@ def test_micro_batches_accumulate_the_whole_minibatch_gradient(tmp_path: Path) -
 
     from accelerate import Accelerator
 
-    from mmrl_harness.train.episodic_config import EpisodicConfig
-    from mmrl_harness.train.episodic_update import optimize
+    from mmrl_harness.train.algorithms.ppo import PPO
+    from mmrl_harness.train.episodic.config import EpisodicConfig
+    from mmrl_harness.train.episodic.update import optimize
 
     _, loaded, spec, model, _, rollout = _rollout(tmp_path, "action_logits", steps=3)
     twin = copy.deepcopy(model)
@@ -405,7 +410,7 @@ def test_micro_batches_accumulate_the_whole_minibatch_gradient(tmp_path: Path) -
             spec,
             rollout,
             opts,
-            True,
+            PPO(),
             micro_batches,
         )
         recorded.append((stats, recorder.gradients))
@@ -432,11 +437,11 @@ def test_micro_batches_accumulate_the_whole_minibatch_gradient(tmp_path: Path) -
 
 # -- checkpoints, resume, errors ---------------------------------------------------------------
 def test_resume_continues_update_count_and_optimizer_exactly(tmp_path: Path) -> None:
-    from mmrl_harness.train.model_setup import build_policy
+    from mmrl_harness.train.policy import build_policy
 
     straight_cfg = _config(tmp_path / "a", "episodic_grpo", max_steps=4, save_steps=2)
     straight = build_policy(straight_cfg)
-    from mmrl_harness.train.episodic import train_episodic
+    from mmrl_harness.train.episodic.trainer import train_episodic
 
     train_episodic(straight_cfg, straight)
 
@@ -463,7 +468,7 @@ def test_resume_continues_update_count_and_optimizer_exactly(tmp_path: Path) -> 
 def test_a_nan_reward_names_the_episode_and_leaves_the_last_checkpoint_intact(
     tmp_path: Path,
 ) -> None:
-    from mmrl_harness.train.episodic_rollout import EpisodeError
+    from mmrl_harness.train.episodic.rollout import EpisodeError
 
     _train(_config(tmp_path, max_steps=2))
     run = tmp_path / "run"
@@ -499,8 +504,8 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_with_the_full_step_coun
             import torch
             torch.set_num_threads(1)
             from mmrl_harness.train.config import train_config_from_dict
-            from mmrl_harness.train.episodic import train_episodic
-            from mmrl_harness.train.model_setup import build_policy
+            from mmrl_harness.train.episodic.trainer import train_episodic
+            from mmrl_harness.train.policy import build_policy
             config = train_config_from_dict({_config(tmp_path, max_steps=200, save_steps=1).model_dump(mode="json")!r})
             train_episodic(config, build_policy(config))
             """
@@ -541,8 +546,8 @@ def test_two_cpu_processes_over_gloo_pool_episodes_and_keep_weights_in_sync(
             import torch
             torch.set_num_threads(1)
             from mmrl_harness.train.config import train_config_from_dict
-            from mmrl_harness.train.episodic import train_episodic
-            from mmrl_harness.train.model_setup import build_policy
+            from mmrl_harness.train.episodic.trainer import train_episodic
+            from mmrl_harness.train.policy import build_policy
             config = train_config_from_dict({config!r})
             policy = build_policy(config)
             result = train_episodic(config, policy)

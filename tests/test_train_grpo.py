@@ -16,7 +16,7 @@ from mmrl_harness.train import (  # noqa: E402
     train,
     train_config_from_dict,
 )
-from mmrl_harness.train.grpo import (  # noqa: E402
+from mmrl_harness.train.algorithms.grpo_trainer import (  # noqa: E402
     TaskReward,
     build_grpo_dataset,
     grpo_arguments,

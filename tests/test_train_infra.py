@@ -259,7 +259,7 @@ def test_shipped_examples_and_accelerate_configs_are_valid() -> None:
         for path in (REPO / "accelerate_configs").glob("*.yaml")
     }
     assert kinds == {
-        "cpu": "MULTI_GPU",  # the launch that really starts 2 CPU processes (DESIGN.md)
+        "cpu": "MULTI_GPU",  # the launch that really starts 2 CPU processes (docs/training.md)
         "single_gpu": "NO",
         "multi_gpu": "MULTI_GPU",
         "deepspeed_zero2": "DEEPSPEED",
@@ -277,3 +277,21 @@ def test_cli_reports_a_bad_config_as_one_error_naming_the_field(tmp_path: Path) 
     result = CliRunner().invoke(app, ["train", str(path), "--override", "learning_rate=-1"])
     assert result.exit_code == 1
     assert "learning_rate" in result.output and "greater than 0" in result.output
+
+
+def test_training_docs_list_exactly_the_config_fields() -> None:
+    """docs/training.md's config reference has one row per TrainConfig field (nested ones as
+    ``parent.field``) and no row for a field that does not exist."""
+    from pydantic import BaseModel
+
+    from mmrl_harness.train.config import TrainConfig
+
+    docs = (Path(__file__).parent.parent / "docs" / "training.md").read_text()
+    reference = docs.split("## Config reference", 1)[1].split("\n## ", 1)[0]
+    documented = {line.split("`")[1] for line in reference.splitlines() if line.startswith("| `")}
+    expected = set(TrainConfig.model_fields)
+    for name, field in TrainConfig.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            expected |= {f"{name}.{sub}" for sub in kind.model_fields}
+    assert documented == expected

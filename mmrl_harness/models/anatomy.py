@@ -103,7 +103,7 @@ QWEN2_VL = Anatomy(
     decoder_layers="model.language_model.layers",
     embed_tokens="model.language_model.embed_tokens",
     vision_hidden_size_attr="embed_dim",
-    processor_class="mmrl_harness.models.loading:Qwen2VLImageOnlyProcessor",
+    processor_class="mmrl_harness.models.processors:Qwen2VLImageOnlyProcessor",
 )
 
 

@@ -8,17 +8,22 @@ class the family's anatomy names, where the stock one needs torchvision.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
+import pkgutil
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transformers import AutoProcessor, Qwen2VLConfig, Qwen2VLProcessor
+from transformers import AutoProcessor
 
 from mmrl_harness.errors import MMRLError
 from mmrl_harness.models.anatomy import Anatomy, UnsupportedArchitectureError, anatomy_for
+
+# Re-exported: importing it registers the class with AutoProcessor (see processors.py).
+from mmrl_harness.models.processors import (
+    Qwen2VLImageOnlyProcessor as Qwen2VLImageOnlyProcessor,
+)
 from mmrl_harness.models.tiny import TINY_MODELS, build_tiny_vlm
 
 if TYPE_CHECKING:
@@ -34,28 +39,6 @@ _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 class ModelNotFoundError(MMRLError, ValueError):
     """The name is neither a local model folder, a reachable Hub id, nor a tiny model name."""
-
-
-class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
-    """Qwen2-VL's processor without the video processor, which would import torchvision.
-
-    The harness feeds images only. Its ``__init__`` drops ``video_processor`` from the signature,
-    because ``ProcessorMixin`` derives the sub-processors to load from the parameter names.
-    """
-
-    def __init__(
-        self,
-        image_processor: Any = None,
-        tokenizer: Any = None,
-        chat_template: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-# Lets a plain ``AutoProcessor.from_pretrained`` resolve the class name written into the tiny
-# Qwen2-VL's processor_config.json (Hub checkpoints name the stock class instead; see load_vlm).
-AutoProcessor.register(Qwen2VLConfig, Qwen2VLImageOnlyProcessor, exist_ok=True)
 
 
 @dataclass
@@ -245,8 +228,7 @@ def _load_processor(source: str, anatomy: Anatomy, hub_kwargs: dict[str, Any]) -
     if anatomy.processor_class is None:
         return AutoProcessor.from_pretrained(source, **hub_kwargs)
     # The checkpoint names the stock class (which may need torchvision); the anatomy's wins.
-    module, _, attr = anatomy.processor_class.partition(":")
-    processor_cls = getattr(importlib.import_module(module), attr)
+    processor_cls = pkgutil.resolve_name(anatomy.processor_class)
     return processor_cls.from_pretrained(source, **hub_kwargs)
 
 

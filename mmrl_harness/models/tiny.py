@@ -38,7 +38,7 @@ RECIPE_FILE = "mmrl_tiny_recipe.json"
 CACHE_ENV = "MMRL_CACHE"
 
 # Sizes chosen so a build takes well under a second and GRPO/PPO learn the built-in tasks in
-# seconds on a CPU (see DESIGN.md): ~110k parameters (LLaVA) and ~125k (Qwen2-VL).
+# seconds on a CPU (docs/episodic.md, docs/training.md): ~110k parameters (LLaVA) and ~125k (Qwen2-VL).
 _TEXT = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -298,7 +298,7 @@ def _qwen2_vl_parts(tokenizer: Any, text: dict[str, Any], image_size: int) -> tu
         Qwen2VLImageProcessorPil,
     )
 
-    from mmrl_harness.models.loading import Qwen2VLImageOnlyProcessor
+    from mmrl_harness.models.processors import Qwen2VLImageOnlyProcessor
 
     patch = image_size // 8  # 8 x 8 patches, merged 2 x 2 into IMAGE_TOKENS tokens
     head_dim = _TEXT["hidden_size"] // _TEXT["num_attention_heads"]

@@ -1,18 +1,19 @@
 """RL fine-tuning: ``train(config)`` builds the policy, runs the algorithm, evaluates the result.
 
-- ``grpo``: TRL's ``GRPOTrainer`` on single-turn tasks (``train/grpo.py``).
-- ``ppo`` / ``episodic_grpo``: the harness's episodic trainer on multi-turn tasks
-  (``train/episodic*.py``), in which every turn's forward pass sees the frame acted on.
+The algorithm comes from the ``mmrl_harness.algorithms`` registry (``train/algorithms/``):
 
-Both start from ``build_policy`` (VLM + fusion adapter + LoRA) and return a ``TrainResult``; runs
-launch the same way alone or under ``accelerate launch``. Importing this package is cheap (no
-torch): the API below loads on first use.
+- ``grpo``: TRL's ``GRPOTrainer`` on single-turn tasks (``algorithms/grpo.py``);
+- ``ppo`` / ``episodic_grpo``: the harness's episodic loop on multi-turn tasks
+  (``train/episodic/``), in which every turn's forward pass sees the frame acted on.
+
+All start from ``build_policy`` (VLM + fusion adapter + LoRA, ``train/policy.py``) and return a
+``TrainResult``; runs launch the same way alone or under ``accelerate launch``. Importing this
+package is cheap (no torch): the API below loads on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 
     from mmrl_harness.results import EvalResults
     from mmrl_harness.train.config import TrainConfig
-    from mmrl_harness.train.model_setup import PolicyModel
+    from mmrl_harness.train.policy import PolicyModel
     from mmrl_harness.train.result import TrainResult
+
+from mmrl_harness.train.distributed import is_main_process, rank, world_size
 
 #: Written into ``output_dir`` by ``train``.
 RESULTS_FILE = "results.json"
@@ -34,17 +37,21 @@ _LAZY = {
     "TrainConfigError": "mmrl_harness.train.config",
     "load_train_config": "mmrl_harness.train.config",
     "train_config_from_dict": "mmrl_harness.train.config",
-    "PolicyModel": "mmrl_harness.train.model_setup",
-    "build_policy": "mmrl_harness.train.model_setup",
+    "PolicyModel": "mmrl_harness.train.policy",
+    "build_policy": "mmrl_harness.train.policy",
     "TrainResult": "mmrl_harness.train.result",
     "TrainingError": "mmrl_harness.train.result",
-    "RewardError": "mmrl_harness.train.grpo",
-    "train_grpo": "mmrl_harness.train.grpo",
+    "Algorithm": "mmrl_harness.train.algorithms",
+    "load_algorithm": "mmrl_harness.train.algorithms",
+    "RewardError": "mmrl_harness.train.algorithms.grpo_trainer",
+    "train_grpo": "mmrl_harness.train.algorithms.grpo_trainer",
+    "train_episodic": "mmrl_harness.train.episodic.trainer",
 }
 
 __all__ = [
     "RESULTS_BEFORE_FILE",
     "RESULTS_FILE",
+    "Algorithm",
     "PolicyModel",
     "RewardError",
     "TrainConfig",
@@ -54,9 +61,11 @@ __all__ = [
     "build_policy",
     "evaluate_policy",
     "is_main_process",
+    "load_algorithm",
     "load_train_config",
     "train",
     "train_config_from_dict",
+    "train_episodic",
     "train_grpo",
 ]
 
@@ -67,44 +76,27 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mmrl_harness.train' has no attribute {name!r}")
 
 
-def is_main_process() -> bool:
-    """True on the process that prints and writes results (rank 0 under accelerate/torchrun)."""
-    return _rank() == 0
-
-
-def _rank() -> int:
-    # torchrun (and so accelerate launch) sets RANK before the process starts; reading it needs
-    # no process group, so this works before the trainer initialises one.
-    return int(os.environ.get("RANK", "0"))
-
-
 def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult:
     """Fine-tune as ``config`` says, then evaluate the final policy into ``output_dir/results.json``.
 
     Under ``accelerate launch`` every process trains; only the main process evaluates and writes
     results (the others return a ``TrainResult`` without them).
     """
-    from mmrl_harness.train.model_setup import build_policy
+    from mmrl_harness.train.algorithms import load_algorithm
+    from mmrl_harness.train.policy import build_policy
 
-    if config.algorithm == "grpo":
-        from mmrl_harness.train.grpo import grpo_task
-
-        grpo_task(config)  # a wrong task kind fails before the model is built
+    algorithm = load_algorithm(config.algorithm)
+    algorithm.check(config)  # a wrong task kind or batch size fails before the model is built
     policy = build_policy(config)
     main = is_main_process()
     output_dir = Path(config.output_dir)
     before = None
     if main and config.eval.enabled and config.eval.before:
         before = evaluate_policy(config, policy, output_dir / RESULTS_BEFORE_FILE, console=console)
-    if config.algorithm == "grpo":
-        from mmrl_harness.train.grpo import train_grpo
-
-        result = train_grpo(config, policy, console=console)
-    else:
-        result = _train_episodic(config, policy)
+    result = algorithm.train(config, policy, console=console)
     result.policy = policy
     result.results_before = before
-    result.rank, result.world_size = _rank(), int(os.environ.get("WORLD_SIZE", "1"))
+    result.rank, result.world_size = rank(), world_size()
     result.write_rank_summary()
     if main and config.eval.enabled:
         result.results_path = output_dir / RESULTS_FILE
@@ -116,21 +108,6 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
             config, policy, result.results_path, checkpoint=checkpoint, console=console
         )
     return result
-
-
-def _train_episodic(config: TrainConfig, policy: PolicyModel) -> TrainResult:
-    """Dispatch to ``mmrl_harness.train.episodic:train_episodic(config, policy)``."""
-    try:
-        module = importlib.import_module("mmrl_harness.train.episodic")
-    except ModuleNotFoundError as err:
-        if err.name != "mmrl_harness.train.episodic":
-            raise
-        raise NotImplementedError(
-            f"algorithm {config.algorithm!r} needs the episodic trainer "
-            "(mmrl_harness/train/episodic.py), which this build does not include; use "
-            "algorithm grpo for single-turn tasks"
-        ) from None
-    return module.train_episodic(config, policy)  # type: ignore[no-any-return]
 
 
 def evaluate_policy(

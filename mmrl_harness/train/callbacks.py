@@ -1,9 +1,10 @@
-"""Per-step training metrics beyond TRL's, and a compact Rich progress display.
+"""Per-step training metrics beyond TRL's, and a compact Rich progress display, for ``grpo``.
 
 TRL's ``GRPOTrainer`` already logs reward, reward_std, entropy, kl, clip ratios, num_tokens and
 step_time. ``RunMeters`` adds what the harness compares fusion strategies by: tokens/s, peak
-memory and the fusion adapter's coefficients/gates. Both trainers use it, so the same keys
-appear in every run's log history.
+memory and the fusion adapter's coefficients/gates. Only the GRPO trainer uses these callbacks;
+the episodic loop logs the same keys itself (``train/episodic/trainer.py:step_metrics``), so
+every run's log history has them whichever algorithm trained it.
 """
 
 from __future__ import annotations

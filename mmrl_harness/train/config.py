@@ -6,26 +6,31 @@ line of a ``TrainConfigError``. Unknown keys are errors (``extra="forbid"``) so 
 never silently falls back to a default. Imports only pydantic and PyYAML, so the CLI can validate
 a config before paying for torch.
 
-Algorithm-specific knobs live in two pass-through blocks: ``grpo`` (extra ``trl.GRPOConfig``
-keyword arguments, checked against GRPOConfig's fields when training starts) and ``episodic``
-(validated by ``mmrl_harness.train.episodic_config.EpisodicConfig``).
+``algorithm`` names a registered algorithm (the ``mmrl_harness.algorithms`` entry points; a
+misspelt name fails here with a suggestion). Algorithm-specific knobs live in two pass-through
+blocks, and the algorithm validates its own: ``grpo`` (extra ``trl.GRPOConfig`` keyword
+arguments, checked against GRPOConfig's fields when training starts) and ``episodic``
+(``mmrl_harness.train.episodic.config.EpisodicConfig``).
 """
 
 from __future__ import annotations
 
-import importlib
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mmrl_harness.tasks.files import DefinitionError, Problem, deep_merge
-
-Algorithm = Literal["grpo", "ppo", "episodic_grpo"]
-#: Algorithms served by the harness's own episodic trainer (``train/episodic*.py``).
-EPISODIC_ALGORITHMS: tuple[str, ...] = ("ppo", "episodic_grpo")
 
 
 class TrainConfigError(DefinitionError):
@@ -48,7 +53,9 @@ class FusionSpec(_Strict):
         "mm_transformer, or a plugin's name",
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="the adapter's options, e.g. {num_layers: 2}"
+        default_factory=dict,
+        description="the adapter's options, e.g. {every: 2} for cross_attention (docs/fusion.md "
+        "lists each adapter's)",
     )
 
 
@@ -75,19 +82,17 @@ class LoraSpec(_Strict):
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train")
 
-    def to_peft(self, lm_head_name: str | None = None) -> Any:
-        """A ``peft.LoraConfig`` (``lm_head_name`` joins modules_to_save when train_lm_head)."""
+    def to_peft(self) -> Any:
+        """A ``peft.LoraConfig`` of these fields; ``fusion.lora.fusion_lora_config`` completes
+        its modules_to_save (output layer when train_lm_head, the adapter's modules)."""
         from peft import LoraConfig
 
-        save = list(self.modules_to_save)
-        if self.train_lm_head and lm_head_name and lm_head_name not in save:
-            save.append(lm_head_name)
         return LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
             target_modules=self.target_modules,
-            modules_to_save=save or None,
+            modules_to_save=list(self.modules_to_save) or None,
             bias=self.bias,
             task_type="CAUSAL_LM",
         )
@@ -155,10 +160,11 @@ class TrainConfig(_Strict):
         default_factory=dict,
         description="dotted task fields to replace, e.g. {env_kwargs.image_size: 32}",
     )
-    algorithm: Algorithm = Field(
+    algorithm: str = Field(
         "grpo",
-        description="grpo: TRL GRPOTrainer on single-turn tasks; ppo: episodic PPO with a value "
-        "head and GAE; episodic_grpo: group-relative advantages over whole episodes",
+        description="a registered algorithm (`mmrl plugins --kind algorithms` lists them): grpo: "
+        "TRL GRPOTrainer on single-turn tasks; ppo: episodic PPO with a value head and GAE; "
+        "episodic_grpo: group-relative advantages over whole episodes; or a plugin's name",
     )
     seed: int = Field(0, description="seed of torch, numpy, python and the data order")
     output_dir: str = Field(
@@ -169,7 +175,9 @@ class TrainConfig(_Strict):
         True, description="continue from the last checkpoint in output_dir if one exists"
     )
     max_steps: int = Field(100, ge=1, description="optimizer steps to train for")
-    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate (AdamW)")
+    learning_rate: float = Field(
+        1e-4, gt=0, description="peak learning rate (grpo: TRL's AdamW; episodic: Adam, eps 1e-5)"
+    )
     per_device_batch_size: int = Field(
         8,
         ge=1,
@@ -210,44 +218,36 @@ class TrainConfig(_Strict):
     )
     episodic: dict[str, Any] = Field(
         default_factory=dict,
-        description="episodic trainer options (ppo / episodic_grpo only), validated by "
-        "mmrl_harness.train.episodic_config.EpisodicConfig",
+        description="episodic trainer options (ppo, episodic_grpo and other episodic "
+        "algorithms), validated by mmrl_harness.train.episodic.config.EpisodicConfig",
     )
+
+    @field_validator("algorithm")
+    @classmethod
+    def _registered_algorithm(cls, name: str) -> str:
+        from mmrl_harness.registry import algorithms
+
+        known = algorithms.names()
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"unknown algorithm {name!r}; {hint}registered: {', '.join(known)}")
+        return name
 
     @model_validator(mode="after")
     def _sections_fit_algorithm(self) -> TrainConfig:
         # Messages start with "field: " so problems_from names the field (see tasks.loader).
-        if self.algorithm == "grpo" and self.episodic:
-            raise ValueError(
-                "episodic: only used by algorithm ppo or episodic_grpo; move GRPO options to grpo:"
-            )
-        if self.algorithm in EPISODIC_ALGORITHMS:
-            if self.grpo:
+        from mmrl_harness.train.algorithms.base import OPTIONS_FIELDS, load_algorithm
+
+        algorithm = load_algorithm(self.algorithm)
+        own = algorithm.options_field
+        for name in OPTIONS_FIELDS:
+            if name != own and getattr(self, name):
                 raise ValueError(
-                    f"grpo: only used by algorithm grpo, not {self.algorithm}; episodic "
-                    "options go in episodic:"
+                    f"{name}: not used by algorithm {self.algorithm}, whose options go in {own}:"
                 )
-            _validate_episodic(self.episodic)
+        algorithm.validate_options(getattr(self, own))
         return self
-
-
-def _validate_episodic(options: Mapping[str, Any]) -> None:
-    """Check ``episodic:`` with the episodic trainer's own schema (imported only when used)."""
-    try:
-        module = importlib.import_module("mmrl_harness.train.episodic_config")
-    except ModuleNotFoundError as err:
-        if err.name != "mmrl_harness.train.episodic_config":
-            raise
-        return  # the episodic trainer is not installed in this build; train() says so
-    try:
-        module.EpisodicConfig.model_validate(dict(options))
-    except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise ValueError(
-            f"episodic.{where}: {first['msg']} (got {first.get('input')!r}){more}"
-        ) from None
 
 
 def train_config_from_dict(

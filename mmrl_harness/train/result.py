@@ -11,7 +11,7 @@ from mmrl_harness.errors import MMRLError
 
 if TYPE_CHECKING:
     from mmrl_harness.results import EvalResults
-    from mmrl_harness.train.model_setup import PolicyModel
+    from mmrl_harness.train.policy import PolicyModel
 
 
 class TrainingError(MMRLError, RuntimeError):
@@ -23,11 +23,11 @@ class TrainingError(MMRLError, RuntimeError):
 class TrainResult:
     """The outcome of ``train(config)``.
 
-    Trainers (``train_grpo``, ``train_episodic``) fill the training fields; ``train`` adds the
+    Algorithms (``train_grpo``, ``train_episodic``) fill the training fields; ``train`` adds the
     evaluation fields after the run.
 
     Attributes:
-        algorithm: ``grpo``, ``ppo`` or ``episodic_grpo``.
+        algorithm: the registered algorithm that trained it (``grpo``, ``ppo``, ...).
         output_dir: where checkpoints, logs and results went.
         global_step: optimizer steps done in total (a resumed run counts the earlier steps too).
         train_seconds: wall time of this process's training call (not of earlier, killed runs).

@@ -1,4 +1,6 @@
-"""GRPO on single-turn tasks through TRL's ``GRPOTrainer``; the reward IS the task's reward.
+"""The TRL half of ``grpo``: ``GRPOConfig`` from a ``TrainConfig``, and ``GRPOTrainer`` on the task.
+
+GRPO on single-turn tasks through TRL's ``GRPOTrainer``; the reward IS the task's reward.
 
 The dataset holds one row per training seed: the task's prompt as a one-turn conversation with
 an image placeholder (exactly what ``build_inputs`` renders at evaluation), the frame, and the
@@ -26,6 +28,7 @@ from mmrl_harness.tasks.files import Problem
 from mmrl_harness.train.callbacks import RichProgressCallback, RunMeters
 from mmrl_harness.train.checkpoints import last_checkpoint, list_checkpoints, set_aside_incomplete
 from mmrl_harness.train.config import TrainConfig, TrainConfigError
+from mmrl_harness.train.distributed import is_main_process
 from mmrl_harness.train.result import TrainingError, TrainResult
 
 if TYPE_CHECKING:
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 
     from mmrl_harness.tasks.gym_task import GymTaskEnv
     from mmrl_harness.tasks.schema import TaskDefinition
-    from mmrl_harness.train.model_setup import PolicyModel
+    from mmrl_harness.train.policy import PolicyModel
 
 
 class RewardError(TrainingError):
@@ -275,8 +278,6 @@ def train_grpo(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
     """Fine-tune ``policy`` with GRPO on ``config.task`` (single-turn); resumes when it can."""
-    from mmrl_harness.train import is_main_process
-
     task = grpo_task(config)
     args = grpo_arguments(config, policy)
     main_process = is_main_process()

@@ -4,10 +4,12 @@ Every stored turn keeps the frame and prompt the policy acted on, the answer, it
 log-probability and the value estimate; the update re-scores exactly those (frame, prompt,
 answer) triples. Two collection schemes:
 
-- ``collect_ppo``: ``rollout_steps`` turns in every environment; an episode that ends is
-  replaced by a fresh one at once, and episodes run on across updates. Advantages by GAE.
-- ``collect_groups``: whole episodes, ``group_size`` of them from each environment seed; every
-  turn of an episode gets the episode's group-relative advantage.
+- ``collect_steps``: a fixed number of turns in every environment; an episode that ends is
+  replaced by a fresh one at once, and episodes run on across updates (PPO);
+- ``collect_episodes``: whole episodes, ``group_size`` of them from each environment seed
+  (group-relative algorithms).
+
+Neither computes advantages: the algorithm does (``EpisodicAlgorithm.compute_advantages``).
 
 A reward that is not a finite number, or an environment that raises, stops collection with an
 ``EpisodeError`` naming the task, the seed and the step, before any weight changes.
@@ -23,8 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mmrl_harness.train.episodic_policy import Answers, PolicySpec, act, model_inputs
-from mmrl_harness.train.ppo import compute_gae, group_relative_advantages
+from mmrl_harness.train.episodic.policy import Answers, PolicySpec, act, model_inputs
 from mmrl_harness.train.result import TrainingError
 
 if TYPE_CHECKING:
@@ -56,12 +57,20 @@ class Rollout:
     prompts: list[str]  # the prompt text of each turn
     answers: Answers  # what the policy answered
     logprobs: torch.Tensor  # (S,) log-probability of the answer when it was sampled
-    values: torch.Tensor  # (S,) value estimate when it was sampled (0 for episodic_grpo)
+    values: torch.Tensor  # (S,) value estimate when it was sampled (0 for collect_episodes)
     rewards: torch.Tensor  # (S,) the task's reward for the turn
-    advantages: torch.Tensor  # (S,)
-    returns: torch.Tensor  # (S,) regression targets of the value head
     episodes: list[FinishedEpisode] = field(default_factory=list)
     tokens: int = 0  # tokens the rollout's forward passes processed
+    # Set by the algorithm's compute_advantages, one entry per turn:
+    advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    returns: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # value-head targets
+    # collect_steps only; turns are ordered turn-major, so (S,) tensors reshape to (T, N):
+    dones: torch.Tensor | None = None  # (T, N) 1 where the turn ended its episode
+    bootstrap: torch.Tensor | None = None  # (T, N) V(final observation) where truncated, else 0
+    next_values: torch.Tensor | None = None  # (N,) V of each environment's current observation
+    # collect_episodes only:
+    episode_ids: torch.Tensor | None = None  # (S,) the episode (= environment) of each turn
+    episode_returns: torch.Tensor | None = None  # (E,) each episode's undiscounted return
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -152,107 +161,133 @@ def state_values(
     return actor_critic(inputs, keep)[1].float().cpu()  # type: ignore[no-any-return]
 
 
-def collect_ppo(
+def collect_steps(
     pool: EnvPool,
     actor_critic: nn.Module,
     loaded: LoadedVLM,
     spec: PolicySpec,
     *,
     steps: int,
-    gamma: float,
-    gae_lambda: float,
+    bootstrap: bool,
     seeds: np.random.Generator,
     seed_pool: Sequence[int],
     generator: torch.Generator,
 ) -> Rollout:
-    """``steps`` turns in each environment, GAE advantages; episodes continue into the next call.
+    """``steps`` turns in each environment; episodes continue into the next call.
 
-    A truncated episode (step limit) is not a terminal state: its last reward gets
-    ``gamma * V(final observation)`` added, so the value head is not taught that time ran out.
+    With ``bootstrap`` the value head also scores each truncated episode's final observation
+    (running out of time is not a terminal state) and every environment's next observation, the
+    values GAE starts from.
     """
     n = len(pool)
     for i in range(n):
         if pool.observations[i] is None:
             pool.reset(i, int(seeds.choice(seed_pool)))
-    frames: list[np.ndarray] = []
-    prompts: list[str] = []
-    answer_parts: list[Answers] = []
-    logprobs, values, rewards, targets, dones = [], [], [], [], []
-    episodes: list[FinishedEpisode] = []
-    tokens = 0
+    turns: list[_StepTurn] = []
     for _ in range(steps):
-        turn_frames, turn_prompts = _turn_batch(pool, range(n))
-        answers, scores = act(actor_critic, loaded, spec, turn_frames, turn_prompts, generator)
-        tokens += scores.tokens
-        frames += turn_frames
-        prompts += turn_prompts
-        answer_parts.append(answers)
-        logprobs.append(scores.logprobs.float().cpu())
-        values.append(scores.values.float().cpu())
-        reward = torch.zeros(n)
-        done = torch.zeros(n)
-        truncated: list[tuple[int, Observation]] = []
-        for i in range(n):
-            result = pool.step(i, answers.texts[i])
-            reward[i] = result.reward
-            if not result.done:
-                pool.observations[i] = result.observation
-                continue
-            done[i] = 1.0
-            episodes.append(pool.finished(i, result))
-            if result.truncated and not result.terminated:
-                truncated.append((i, result.observation))
-            pool.reset(i, int(seeds.choice(seed_pool)))
-        rewards.append(reward)
-        target = reward.clone()  # what GAE sees; `rewards` stays the task's, for the metrics
-        if truncated:
-            bootstrap = state_values(actor_critic, loaded, [o for _, o in truncated])
-            for (i, _), value in zip(truncated, bootstrap, strict=True):
-                target[i] += gamma * value
-        targets.append(target)
-        dones.append(done)
-    last = [o for o in pool.observations if o is not None]
-    next_value = state_values(actor_critic, loaded, last)
-    advantages, returns = compute_gae(
-        torch.stack(targets),
-        torch.stack(values),
-        torch.stack(dones),
-        next_value,
-        gamma=gamma,
-        gae_lambda=gae_lambda,
-    )
+        turns.append(
+            _step_all(pool, actor_critic, loaded, spec, bootstrap, seeds, seed_pool, generator)
+        )
+    next_values = None
+    if bootstrap:
+        next_values = state_values(
+            actor_critic, loaded, [o for o in pool.observations if o is not None]
+        )
     return Rollout(
+        frames=[f for t in turns for f in t.frames],
+        prompts=[p for t in turns for p in t.prompts],
+        answers=Answers.concat([t.answers for t in turns]),
+        logprobs=torch.cat([t.logprobs for t in turns]),
+        values=torch.cat([t.values for t in turns]),
+        rewards=torch.cat([t.rewards for t in turns]),
+        episodes=[e for t in turns for e in t.episodes],
+        tokens=sum(t.tokens for t in turns),
+        dones=torch.stack([t.dones for t in turns]),
+        bootstrap=torch.stack([t.bootstrap for t in turns]),
+        next_values=next_values,
+    )
+
+
+@dataclass
+class _StepTurn:
+    """One turn of every environment in ``collect_steps``."""
+
+    frames: list[np.ndarray]
+    prompts: list[str]
+    answers: Answers
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    bootstrap: torch.Tensor
+    episodes: list[FinishedEpisode]
+    tokens: int
+
+
+def _step_all(
+    pool: EnvPool,
+    actor_critic: nn.Module,
+    loaded: LoadedVLM,
+    spec: PolicySpec,
+    bootstrap: bool,
+    seeds: np.random.Generator,
+    seed_pool: Sequence[int],
+    generator: torch.Generator,
+) -> _StepTurn:
+    """Act once in every environment; an ended episode is replaced by a fresh one at once."""
+    n = len(pool)
+    frames, prompts = _turn_batch(pool, range(n))
+    answers, scores = act(actor_critic, loaded, spec, frames, prompts, generator)
+    reward, done, final = torch.zeros(n), torch.zeros(n), torch.zeros(n)
+    episodes: list[FinishedEpisode] = []
+    truncated: list[tuple[int, Observation]] = []
+    for i in range(n):
+        result = pool.step(i, answers.texts[i])
+        reward[i] = result.reward
+        if not result.done:
+            pool.observations[i] = result.observation
+            continue
+        done[i] = 1.0
+        episodes.append(pool.finished(i, result))
+        if result.truncated and not result.terminated:
+            truncated.append((i, result.observation))
+        pool.reset(i, int(seeds.choice(seed_pool)))
+    if bootstrap and truncated:
+        values = state_values(actor_critic, loaded, [o for _, o in truncated])
+        for (i, _), value in zip(truncated, values, strict=True):
+            final[i] = value
+    return _StepTurn(
         frames,
         prompts,
-        Answers.concat(answer_parts),
-        torch.cat(logprobs),
-        torch.cat(values),
-        torch.cat(rewards),
-        advantages.reshape(-1),
-        returns.reshape(-1),
+        answers,
+        scores.logprobs.float().cpu(),
+        scores.values.float().cpu(),
+        reward,
+        done,
+        final,
         episodes,
-        tokens,
+        scores.tokens,
     )
 
 
-def collect_groups(
+def collect_episodes(
     pool: EnvPool,
     actor_critic: nn.Module,
     loaded: LoadedVLM,
     spec: PolicySpec,
     *,
     group_size: int,
-    eps: float,
     seeds: np.random.Generator,
     seed_pool: Sequence[int],
     generator: torch.Generator,
 ) -> Rollout:
-    """One whole episode per environment, ``group_size`` per seed; group-relative advantages."""
+    """One whole episode per environment, ``group_size`` per seed (environment ``i`` runs
+    episode ``i``; ``episode_ids`` maps turns to episodes)."""
     n = len(pool)
     if n % group_size:
         raise ValueError(
-            f"episodic_grpo runs groups of {group_size} episodes (num_generations) but this "
-            f"process steps {n} environments (per_device_batch_size); make it a multiple"
+            f"groups of {group_size} episodes (num_generations) need a multiple of {group_size} "
+            f"environments per process (per_device_batch_size), not {n}"
         )
     group_seeds = [int(s) for s in seeds.choice(seed_pool, size=n // group_size)]
     for i in range(n):
@@ -279,20 +314,16 @@ def collect_groups(
                 pool.observations[i] = result.observation
                 still.append(i)
         active = still
-    episode_returns = torch.tensor([sum(t[4] for t in episode) for episode in turns])
-    groups = torch.arange(n) // group_size
-    advantage = group_relative_advantages(episode_returns, groups, eps=eps)
     rows = [(i, turn) for i in range(n) for turn in turns[i]]
-    per_turn = torch.tensor([float(advantage[i]) for i, _ in rows])
     return Rollout(
-        [t[0] for _, t in rows],
-        [t[1] for _, t in rows],
-        Answers.concat([t[2] for _, t in rows]),
-        torch.tensor([t[3] for _, t in rows]),
-        torch.zeros(len(rows)),
-        torch.tensor([t[4] for _, t in rows]),
-        per_turn,
-        torch.tensor([float(episode_returns[i]) for i, _ in rows]),
-        episodes,
-        tokens,
+        frames=[t[0] for _, t in rows],
+        prompts=[t[1] for _, t in rows],
+        answers=Answers.concat([t[2] for _, t in rows]),
+        logprobs=torch.tensor([t[3] for _, t in rows]),
+        values=torch.zeros(len(rows)),
+        rewards=torch.tensor([t[4] for _, t in rows]),
+        episodes=episodes,
+        tokens=tokens,
+        episode_ids=torch.tensor([i for i, _ in rows], dtype=torch.long),
+        episode_returns=torch.tensor([sum(t[4] for t in episode) for episode in turns]),
     )

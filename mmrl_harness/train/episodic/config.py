@@ -20,7 +20,7 @@ class EpisodicConfig(BaseModel):
     """Options of the episodic PPO and group-relative trainers; unknown keys are errors.
 
     The defaults are the settings measured to learn NumberLine from images on the tiny LLaVA
-    (DESIGN.md): GAE 0.99/0.95, clip 0.2, 4 epochs, 16-step rollouts.
+    (``benchmarks/episodic_learning.py``, docs/episodic.md): GAE 0.99/0.95, clip 0.2, 4 epochs, 16-step rollouts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,7 +1,7 @@
-"""Build the policy every trainer fine-tunes: VLM + fusion adapter + LoRA, in one place.
+"""The policy every algorithm fine-tunes: VLM + fusion adapter + LoRA, built in one place.
 
 ``build_policy(config)`` = ``load_vlm`` -> ``attach_fusion`` -> ``apply_lora``. GRPO (TRL) and the
-episodic trainers both start from it, so a run's trainable set (LoRA weights, the adapter's
+episodic algorithms all start from it, so a run's trainable set (LoRA weights, the adapter's
 modules, optionally ``lm_head``) never depends on which algorithm trains it.
 """
 
@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from peft import LoraConfig, PeftModel
-    from torch import nn
 
     from mmrl_harness.fusion.base import FusionAdapter
     from mmrl_harness.models.loading import LoadedVLM
@@ -53,26 +52,9 @@ class PolicyModel:
 
     def fusion_info(self, checkpoint: str | None = None) -> FusionInfo:
         """The results-file description of the adapter (name, options, plugin version, size)."""
-        from mmrl_harness.registry import fusion_adapters
-        from mmrl_harness.results import FusionInfo
+        from mmrl_harness.evaluate import fusion_info
 
-        info = fusion_adapters.infos().get(self.fusion_adapter.name)
-        return FusionInfo(
-            name=self.fusion_adapter.name,
-            options=self.fusion_adapter.options.model_dump(mode="json"),
-            distribution=info.distribution if info else None,
-            version=info.version if info else None,
-            trainable_params=self.fusion_adapter.trainable_params(self.peft_model),
-            checkpoint=checkpoint,
-        )
-
-
-def output_layer_name(model: nn.Module) -> str | None:
-    """The dotted name of the model's output layer (``lm_head`` in most families), if any."""
-    head = model.get_output_embeddings()  # type: ignore[operator]
-    if head is None:
-        return None
-    return next((name for name, module in model.named_modules() if module is head), None)
+        return fusion_info(self.fusion_adapter, self.peft_model, checkpoint)
 
 
 def build_policy(config: TrainConfig, *, device: str | None = None) -> PolicyModel:
@@ -92,8 +74,9 @@ def build_policy(config: TrainConfig, *, device: str | None = None) -> PolicyMod
         config.model, dtype=config.dtype, device=device, revision=config.model_revision
     )
     adapter = attach_fusion(loaded.model, config.fusion.name, **config.fusion.options)
-    lora_config = config.lora.to_peft(output_layer_name(loaded.model))
-    peft_model = apply_lora(loaded.model, adapter, lora_config)
+    peft_model = apply_lora(
+        loaded.model, adapter, config.lora.to_peft(), train_lm_head=config.lora.train_lm_head
+    )
     # apply_lora extends modules_to_save with the adapter's modules; keep the config it used.
     used: Any = peft_model.peft_config["default"]
     return PolicyModel(loaded, adapter, peft_model, used)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmrl_harness.train.ppo import categorical_entropy
+from mmrl_harness.train.losses.policy import categorical_entropy
 
 if TYPE_CHECKING:
     from mmrl_harness.models.loading import LoadedVLM

@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mmrl_harness.train.ppo import explained_variance
-
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from mmrl_harness.models.loading import LoadedVLM
     from mmrl_harness.tasks.schema import TaskDefinition
     from mmrl_harness.train.config import TrainConfig
-    from mmrl_harness.train.episodic_rollout import Rollout
+    from mmrl_harness.train.episodic.rollout import Rollout
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -37,12 +35,16 @@ def reduce_sum(accelerator: Accelerator, value: float) -> float:
 
 
 def update_metrics(
-    accelerator: Accelerator, rollout: Rollout, stats: dict[str, float], ppo: bool
+    accelerator: Accelerator,
+    rollout: Rollout,
+    stats: dict[str, float],
+    extra: dict[str, float],
 ) -> dict[str, float]:
     """Rollout and update statistics over all processes.
 
     Rewards and episodes are pooled (each process contributes a sum and a count, so unequal
-    episode counts weigh correctly); update statistics are averaged over processes.
+    episode counts weigh correctly); update statistics and the algorithm's ``extra`` metrics
+    are averaged over processes.
     """
     episodes = rollout.episodes
     rewards = rollout.rewards.double()
@@ -53,9 +55,8 @@ def update_metrics(
         "episode_length": (float(sum(e.length for e in episodes)), len(episodes)),
         "success_rate": (float(sum(e.success for e in episodes)), len(episodes)),
         **{k: (v, 1) for k, v in stats.items()},
+        **{k: (v, 1) for k, v in extra.items()},
     }
-    if ppo:
-        parts["explained_variance"] = (explained_variance(rollout.values, rollout.returns), 1)
     names = list(parts)
     local = torch.tensor([parts[n] for n in names], dtype=torch.float64, device=accelerator.device)
     total = accelerator.reduce(local, reduction="sum").cpu().tolist()

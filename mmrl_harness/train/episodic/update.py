@@ -2,8 +2,9 @@
 
 Every minibatch re-scores its turns with ``score_turns`` — the function that scored them while
 acting — on each turn's own frame, prompt and answer. The loss is the clipped surrogate, minus
-``ent_coef`` x entropy, plus ``vf_coef`` x the value loss (PPO) and ``kl_coef`` x the KL to the
-reference policy (the same model with LoRA disabled) when those are on.
+``ent_coef`` x entropy, plus the algorithm's own ``loss_terms`` (PPO: ``vf_coef`` x the value
+loss) and ``kl_coef`` x the KL to the reference policy (the same model with LoRA disabled) when
+that is on.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mmrl_harness.train.episodic_policy import PolicySpec, score_turns
-from mmrl_harness.train.ppo import clipped_policy_loss, kl_to_reference, value_loss
+from mmrl_harness.train.episodic.policy import PolicySpec, score_turns
+from mmrl_harness.train.losses.policy import clipped_policy_loss, kl_to_reference
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from mmrl_harness.models.loading import LoadedVLM
-    from mmrl_harness.train.episodic_config import EpisodicConfig
-    from mmrl_harness.train.episodic_rollout import Rollout
+    from mmrl_harness.train.episodic.algorithm import EpisodicAlgorithm
+    from mmrl_harness.train.episodic.config import EpisodicConfig
+    from mmrl_harness.train.episodic.rollout import Rollout
 
 
 def reference_logprobs(
@@ -54,7 +56,7 @@ def optimize(
     spec: PolicySpec,
     rollout: Rollout,
     opts: EpisodicConfig,
-    ppo: bool,
+    algorithm: EpisodicAlgorithm,
     micro_batches: int = 1,
 ) -> dict[str, float]:
     """``ppo_epochs`` x ``num_minibatches`` optimizer steps on a rollout; mean statistics.
@@ -73,7 +75,7 @@ def optimize(
         order = torch.randperm(len(rollout))  # torch's RNG: checkpointed by save_state
         for rows in torch.tensor_split(order, opts.num_minibatches):
             advantages = rollout.advantages[rows]
-            if ppo and opts.normalize_advantages and len(rows) > 1:
+            if algorithm.normalizes_advantages and opts.normalize_advantages and len(rows) > 1:
                 # Over the whole minibatch, not per micro-batch: the step must not depend on it.
                 advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
             optimizer.zero_grad(set_to_none=True)
@@ -85,7 +87,15 @@ def optimize(
                 sync = index == len(parts) - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                     loss, stats, used = _loss(
-                        model, loaded, spec, rollout, rows[part], advantages[part], ref, opts, ppo
+                        model,
+                        loaded,
+                        spec,
+                        rollout,
+                        rows[part],
+                        advantages[part],
+                        ref,
+                        opts,
+                        algorithm,
                     )
                     accelerator.backward(loss * (len(part) / len(rows)))
                 tokens += used
@@ -109,7 +119,7 @@ def _loss(
     advantages: torch.Tensor,
     ref: torch.Tensor | None,
     opts: EpisodicConfig,
-    ppo: bool,
+    algorithm: EpisodicAlgorithm,
 ) -> tuple[torch.Tensor, dict[str, float], int]:
     """The loss of some turns, its parts for logging, and the tokens processed."""
     frames = [rollout.frames[int(i)] for i in rows]
@@ -126,15 +136,9 @@ def _loss(
         "clip_ratio": float(surrogate.clip_fraction),
         "approx_kl": float(surrogate.approx_kl),
     }
-    if ppo:
-        clip = opts.clip_range if opts.clip_value else None
-        old_values = rollout.values[rows].to(device)
-        v_loss = value_loss(scores.values, old_values, rollout.returns[rows].to(device), clip)
-        loss = loss + opts.vf_coef * v_loss
-        stats["value_loss"] = v_loss.item()
-    else:
-        # The value head is unused; a zero-weight term keeps DDP's gradient sync complete.
-        loss = loss + 0.0 * scores.values.sum()
+    extra, extra_stats = algorithm.loss_terms(scores, rollout, rows, opts)
+    loss = loss + extra
+    stats.update(extra_stats)
     if ref is not None:
         kl = kl_to_reference(scores.logprobs, ref[rows].to(device)).mean()
         loss = loss + opts.kl_coef * kl
