@@ -84,8 +84,10 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
     Under ``accelerate launch`` every process trains; only the main process evaluates and writes
     results (the others return a ``TrainResult`` without them).
     """
+    from mmrl_harness.preflight import check_train_inputs
     from mmrl_harness.train.model_setup import build_policy
 
+    check_train_inputs(config)  # adapter, task, env id and action map, before the model loads
     if config.algorithm == "grpo":
         from mmrl_harness.train.grpo import grpo_task
 
