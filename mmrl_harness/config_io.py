@@ -87,19 +87,21 @@ def read_yaml_mapping(
     what it should hold).
     """
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
+        # A bounded read, not stat(): /dev/zero or a pipe reports size 0 and never ends.
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
             raise error(
                 path,
                 [
                     Problem(
                         "",
-                        f"the file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit",
-                        "a small YAML file (split data out into a dataset)",
+                        f"the file is over the {MAX_FILE_BYTES}-byte limit",
+                        "a small YAML file (put data in a dataset)",
                     )
                 ],
             )
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise error(path, [Problem("", f"cannot read the file: {reason}")]) from None

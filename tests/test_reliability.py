@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from mmrl_harness.config_io import MAX_DEPTH, MAX_FILE_BYTES, DefinitionError, parse_yaml
+from mmrl_harness.config_io import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    DefinitionError,
+    parse_yaml,
+    read_yaml_mapping,
+)
 
 #: A module in the working directory that leaves a marker if anything ever imports it.
 EVILMOD = "from pathlib import Path\nPath(__file__).with_name('MARKER').write_text('ran')\n"
@@ -170,6 +176,12 @@ CASES: list[tuple[str, dict[str, str], tuple[str, ...], tuple[str, ...]]] = [
         ("nope.yaml", "cannot read the file", "No such file"),
     ),
     ("missing-train-config", {}, ("train", "nope.yaml"), ("nope.yaml", "cannot read the file")),
+    (
+        "task-path-is-a-folder",
+        {"d.yaml/x": ""},
+        ("tasks", "show", "d.yaml"),
+        ("d.yaml", "cannot read the file", "Is a directory"),
+    ),
     ("over-size-limit", {"t.yaml": "@big"}, ("tasks", "show", "t.yaml"), ("byte limit",)),
     (
         "over-depth-limit",
@@ -347,6 +359,13 @@ def test_anchors_without_aliases_and_plain_data_still_read() -> None:
         """
     )
     assert parse_yaml(text) == {"a": {"b": [1, 2.5, True, None]}, "c": "text"}
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_file_is_cut_at_the_size_limit() -> None:
+    # stat() says 0 bytes; a bounded read is what keeps this from reading forever.
+    with pytest.raises(DefinitionError, match="byte limit"):
+        read_yaml_mapping(Path("/dev/zero"))
 
 
 def test_python_tags_are_refused() -> None:
