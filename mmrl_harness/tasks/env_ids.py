@@ -22,6 +22,8 @@ import gymnasium
 import mmrl_harness.envs  # noqa: F401  (registers the mmrl/ ids)
 from mmrl_harness.config_io import Problem
 
+__all__ = ["env_id_problem", "registered_id"]
+
 #: Modules imported because a caller opted in; naming them again imports nothing new.
 _OPTED_IN: set[str] = set()
 
@@ -112,6 +114,3 @@ def _load_task_plugins() -> None:
     from mmrl_harness.registry import tasks
 
     tasks.load_all()  # failures are isolated and reported by `mmrl plugins`, not here
-
-
-__all__ = ["env_id_problem", "registered_id"]
