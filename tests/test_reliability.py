@@ -221,6 +221,12 @@ CASES: list[tuple[str, dict[str, str], tuple[str, ...], tuple[str, ...]]] = [
         (*EVAL, "--task", "numberline", "--override", "max_steps.x=1"),
         ("max_steps.x", "not a mapping"),
     ),
+    (
+        "train-override-into-scalar",
+        {"c.yaml": TRAIN + "seed: 3\n"},
+        ("train", "c.yaml", "--override", "seed.x=1"),
+        ("c.yaml", "seed.x", "not a mapping"),
+    ),
     # -- env ids and action maps -----------------------------------------------------------
     (
         "unknown-env-show",
@@ -371,3 +377,20 @@ def test_an_endless_file_is_cut_at_the_size_limit() -> None:
 def test_python_tags_are_refused() -> None:
     with pytest.raises(DefinitionError, match="YAML syntax error"):
         parse_yaml("!!python/object/apply:os.system ['echo hi']\n", "t.yaml")
+
+
+def test_tasks_check_reports_an_unknown_env_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmrl_harness import registry
+    from mmrl_harness.tasks import TaskFolder, list_tasks
+
+    monkeypatch.setattr(registry.tasks, "_local", {})  # the plugin lives for this test only
+    write_files(tmp_path, {"typo.yaml": "kind: single_turn\nenv: mmrl/Countng-v0\n"})
+    registry.tasks.register("mine", TaskFolder(tmp_path))
+    listed = {s.name: s for s in list_tasks()}
+    assert listed["typo"].error is None  # plain listing reads YAML only
+    checked = {s.name: s for s in list_tasks(check=True)}
+    assert "unknown env id 'mmrl/Countng-v0'; did you mean 'mmrl/Counting-v0'" in str(
+        checked["typo"].error
+    )
