@@ -30,6 +30,13 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+#: Help of every --allow-env-imports option: say plainly that it runs code.
+_ALLOW_ENV_IMPORTS_HELP = (
+    "RUNS CODE: let a task's env 'module:Id' import that module (never from the working "
+    "directory). Off: only env ids already registered with Gymnasium are accepted."
+)
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -37,13 +44,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn the library's input errors into one clear line (MMRL_DEBUG=1 keeps the traceback)."""
-    from mmrl_harness.registry import PluginError
-    from mmrl_harness.tasks import UnknownTaskError
+    """Turn the library's input errors into one clear line (MMRL_DEBUG=1 keeps the traceback).
+
+    Only ``MMRLError``s: any other exception is a bug and keeps its traceback.
+    """
+    from mmrl_harness.errors import MMRLError
 
     try:
         yield
-    except (PluginError, UnknownTaskError, ValueError, OSError) as err:
+    except MMRLError as err:
         if os.environ.get("MMRL_DEBUG"):
             raise
         _fail(str(err))
@@ -136,13 +145,15 @@ def tasks_list(
 @tasks_app.command("show")
 def tasks_show(
     name: Annotated[str, typer.Argument(help="Task name or path to a task YAML.")],
+    allow_env_imports: Annotated[bool, typer.Option(help=_ALLOW_ENV_IMPORTS_HELP)] = False,
 ) -> None:
     """Print the resolved definition of a task (includes merged, defaults filled)."""
     from mmrl_harness.tasks import UnknownTaskError, get_task, to_yaml
 
     try:
         with _user_errors():
-            typer.echo(to_yaml(get_task(name)), nl=False)
+            task = get_task(name, allow_env_imports=allow_env_imports)
+            typer.echo(to_yaml(task), nl=False)
     except UnknownTaskError as err:
         _fail(str(err))
 
@@ -185,14 +196,16 @@ def eval_command(
     output: Annotated[str, typer.Option("--output", "-o", help="Results file to write.")] = (
         "results/eval.json"
     ),
+    allow_env_imports: Annotated[bool, typer.Option(help=_ALLOW_ENV_IMPORTS_HELP)] = False,
 ) -> None:
     """Evaluate a model + fusion adapter on tasks and write a versioned results file."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from mmrl_harness.evaluate import run_eval
+    from mmrl_harness.preflight import parse_seeds
 
     with _user_errors():
-        parsed_seeds = [int(s) for s in seeds.split(",")] if seeds else None
+        parsed_seeds = parse_seeds(seeds, "--seeds") if seeds else None
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -204,7 +217,7 @@ def eval_command(
                 model,
                 task,
                 fusion=fusion,
-                fusion_options=parse_assignments(fusion_option),
+                fusion_options=parse_assignments(fusion_option, "--fusion-option"),
                 checkpoint=checkpoint,
                 revision=revision,
                 dtype=dtype,
@@ -216,6 +229,7 @@ def eval_command(
                 batch_size=batch_size,
                 task_overrides=parse_assignments(override),
                 output=output,
+                allow_env_imports=allow_env_imports,
                 progress=progress,
             )
     console.print(_results_table(f"{model} + {fusion}", results))
@@ -263,17 +277,11 @@ def verify_command(
         raise typer.Exit(1)
 
 
-def parse_assignments(items: list[str] | None) -> dict[str, object]:
-    """``["a.b=3", "c=red"]`` -> ``{"a.b": 3, "c": "red"}`` (values parsed as YAML scalars)."""
-    import yaml
+def parse_assignments(items: list[str] | None, option: str = "--override") -> dict[str, object]:
+    """``["a.b=3", "c=red"]`` -> ``{"a.b": 3, "c": "red"}`` (values parsed as YAML, safely)."""
+    from mmrl_harness import config_io
 
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return config_io.parse_assignments(items, option)
 
 
 @app.command("train")
@@ -294,6 +302,7 @@ def train_command(
             "config's `resume`).",
         ),
     ] = None,
+    allow_env_imports: Annotated[bool, typer.Option(help=_ALLOW_ENV_IMPORTS_HELP)] = False,
 ) -> None:
     """Fine-tune a VLM + fusion adapter with RL (GRPO, PPO, episodic GRPO) and evaluate it.
 
@@ -307,6 +316,8 @@ def train_command(
         overrides = parse_assignments(override)
         if resume is not None:
             overrides["resume"] = resume
+        if allow_env_imports:
+            overrides["allow_env_imports"] = True
         run_config = load_train_config(config, overrides)
         try:
             result = train(run_config, console=console if main_process else None)

@@ -12,3 +12,7 @@ from __future__ import annotations
 
 class MMRLError(Exception):
     """Base class of every error the harness raises deliberately, with a message for the user."""
+
+
+class InputError(MMRLError, ValueError):
+    """A command-line option or argument is unusable (bad seeds, an unwritable output path...)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmrl_harness import __version__
+from mmrl_harness.errors import InputError
 from mmrl_harness.metrics import compute_task_metrics, length_histogram
 from mmrl_harness.metrics.cost import peak_memory_mib
 from mmrl_harness.metrics.episodes import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
@@ -44,12 +45,21 @@ if TYPE_CHECKING:
 
 
 def resolve_task(
-    task: str | TaskDefinition, overrides: Mapping[str, Any] | None = None
+    task: str | TaskDefinition,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    allow_env_imports: bool = False,
 ) -> TaskDefinition:
-    """A task definition from a name, a YAML path or a definition, with overrides applied."""
+    """A task definition from a name, a YAML path or a definition, with overrides applied.
+
+    ``allow_env_imports`` lets a ``module:Id`` env import its module, which runs its code.
+    """
     from mmrl_harness.tasks import get_task, with_overrides
 
-    definition = get_task(task) if isinstance(task, str) else task
+    if isinstance(task, str):
+        definition = get_task(task, allow_env_imports=allow_env_imports)
+    else:
+        definition = task
     return with_overrides(definition, overrides) if overrides else definition
 
 
@@ -61,7 +71,7 @@ def resolve_seeds(
     if episodes is None:
         return chosen
     if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+        raise InputError(f"episodes must be >= 1, got {episodes}")
     if episodes > len(chosen):  # continue the range past the last seed
         chosen += list(range(max(chosen) + 1, max(chosen) + 1 + episodes - len(chosen)))
     return chosen[:episodes]
@@ -178,16 +188,26 @@ def run_eval(
     revision: str | None = None,
     dtype: str = "auto",
     device: str | None = None,
+    allow_env_imports: bool = False,
     **kwargs: Any,
 ) -> EvalResults:
-    """Load ``model``, attach ``fusion`` (or a fine-tuned checkpoint), then ``evaluate``."""
-    from mmrl_harness.fusion.base import attach_fusion
-    from mmrl_harness.models.loading import load_vlm
+    """Load ``model``, attach ``fusion`` (or a fine-tuned checkpoint), then ``evaluate``.
+
+    Every input is checked first (output path, adapter, tasks, env ids, action maps), so a
+    mistake fails before a possibly large model loads. ``allow_env_imports`` lets a task's
+    ``module:Id`` env import its module, which runs its code.
+    """
+    from mmrl_harness.preflight import check_eval_inputs
     from mmrl_harness.registry import fusion_adapters
 
-    # Fail on a misspelt adapter or task before loading a possibly large model.
-    fusion_adapters.load(fusion)
-    definitions = [resolve_task(t, kwargs.pop("task_overrides", None)) for t in tasks]
+    overrides = kwargs.pop("task_overrides", None)
+    definitions = [resolve_task(t, overrides, allow_env_imports=allow_env_imports) for t in tasks]
+    check_eval_inputs(definitions, fusion, kwargs.get("output"))
+    fusion_adapters.load(fusion)  # a broken adapter plugin fails before the model loads too
+    # torch and transformers only now: the checks above take a second, these imports longer.
+    from mmrl_harness.fusion.base import attach_fusion
+    from mmrl_harness.models.loading import load_vlm
+
     loaded = load_vlm(model, revision=revision, dtype=dtype, device=device)
     adapter = attach_fusion(loaded.model, fusion, **dict(fusion_options or {}))
     if checkpoint is not None:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from mmrl_harness.errors import InputError
+
 if TYPE_CHECKING:
     from mmrl_harness.train.config import TrainConfig
 
@@ -49,7 +51,7 @@ def quickstart_config(family: str = "llava", output_dir: str = "runs/quickstart"
 
     model = TINY_BY_FAMILY.get(family)
     if model is None:
-        raise ValueError(
+        raise InputError(
             f"unknown tiny family {family!r}; choose one of {', '.join(TINY_BY_FAMILY)}"
         )
     return train_config_from_dict(

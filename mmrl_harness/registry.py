@@ -125,6 +125,15 @@ class Registry(Generic[T]):
         self._check_api(obj, _local_info(name, self.kind))
         self._local[name] = obj
 
+    def require(self, name: str) -> None:
+        """Raise ``UnknownPluginError`` (with "did you mean") unless ``name`` exists; imports
+        nothing, so inputs can be checked before a model or plugin loads."""
+        if name in self._local:
+            return
+        infos = self.infos()
+        if name not in infos:
+            raise UnknownPluginError(self._unknown_message(name, infos))
+
     # -- loading ----------------------------------------------------------------------------
     def load(self, name: str) -> T:
         """The plugin object; raises a ``PluginError`` that says what is wrong and what to do."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from mmrl_harness.errors import InputError
 from mmrl_harness.results import EpisodeRecord
 from mmrl_harness.tasks.episode import Observation, TaskEnv
 
@@ -63,9 +64,9 @@ class VLMPolicy:
         seed: int = 0,
     ) -> None:
         if mode not in ("generate", "action_logits"):
-            raise ValueError(f"unknown policy mode {mode!r}; use 'generate' or 'action_logits'")
+            raise InputError(f"unknown policy mode {mode!r}; use 'generate' or 'action_logits'")
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}; use do_sample=False")
+            raise InputError(f"temperature must be > 0, got {temperature}; use do_sample=False")
         self.loaded = loaded
         self.mode = mode
         self.do_sample = do_sample
@@ -177,7 +178,7 @@ def run_episodes(
 ) -> list[EpisodeRecord]:
     """One episode per seed, ``batch_size`` at a time; records come back in seed order."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     reseed = getattr(policy, "reseed", None)
     if reseed is not None:
         reseed()

@@ -113,8 +113,9 @@ def test_get_task_accepts_a_yaml_path(tmp_path: Path) -> None:
 def test_malformed_yaml_names_file_field_and_expected_form(
     tmp_path: Path, body: str, field: str, expected: str
 ) -> None:
+    steps = "" if body.startswith("max_steps:") else "max_steps: 5\n"  # duplicate keys are refused
     path = write(
-        tmp_path, "bad.yaml", f"kind: multi_turn\nenv: mmrl/NumberLine-v0\nmax_steps: 5\n{body}\n"
+        tmp_path, "bad.yaml", f"kind: multi_turn\nenv: mmrl/NumberLine-v0\n{steps}{body}\n"
     )
     with pytest.raises(TaskDefinitionError) as caught:
         load_task_file(path)
@@ -412,7 +413,7 @@ def test_env_errors_name_the_task_file_and_field(tmp_path: Path) -> None:
         "env: NoSuchEnv-v0\n": "env",
         "env: CartPole-v1\nenv_kwargs: {wings: 2}\n": "env_kwargs",
         "env: CartPole-v1\nactions: {left: 7}\n": "actions.left",
-        "env: CartPole-v1\nactions: {left: 0}\nprompt: '{colour}'\n": "prompt",
+        "env: CartPole-v1\nactions: {left: 0, right: 1}\nprompt: '{colour}'\n": "prompt",
     }
     for body, field in cases.items():
         path = write(tmp_path, "t.yaml", f"kind: multi_turn\nmax_steps: 3\n{body}")

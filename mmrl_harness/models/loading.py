@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from transformers import AutoProcessor
 
-from mmrl_harness.errors import MMRLError
+from mmrl_harness.errors import InputError, MMRLError
 from mmrl_harness.models.anatomy import Anatomy, UnsupportedArchitectureError, anatomy_for
 
 # Re-exported: importing it registers the class with AutoProcessor (see processors.py).
@@ -214,7 +214,7 @@ def _dtype(dtype: str | torch.dtype) -> str | torch.dtype:
     if not isinstance(dtype, str):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(
+        raise InputError(
             f"unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)} or a torch.dtype"
         )
     if dtype == "auto":

@@ -16,6 +16,7 @@ import numpy as np
 
 import mmrl_harness.envs  # noqa: F401  (registers the mmrl/ ids, quiets headless pygame)
 from mmrl_harness.envs.drawing import resize_frame
+from mmrl_harness.tasks.env_ids import env_id_problem, registered_id
 from mmrl_harness.tasks.episode import Observation, StepInfo, StepResult
 from mmrl_harness.tasks.files import Problem, TaskDefinitionError
 from mmrl_harness.tasks.parsing import ActionParser
@@ -59,7 +60,12 @@ def _make_env(task: TaskDefinition) -> gym.Env[Any, Any]:
         env_id, kwargs, field = "mmrl/DatasetVQA-v0", {**spec, **task.env_kwargs}, "dataset"
     else:
         assert task.env is not None
-        env_id, kwargs, field = task.env, dict(task.env_kwargs), "env_kwargs"
+        # Definitions built in Python skip the loader's check; a module: prefix is accepted only
+        # when an earlier opt-in imported it, so Gymnasium itself never imports anything.
+        problem = env_id_problem(task.env)
+        if problem is not None:
+            raise _fail(task, problem.field, problem.message, problem.expected)
+        env_id, kwargs, field = registered_id(task.env), dict(task.env_kwargs), "env_kwargs"
     if task.frame != "observation":
         kwargs.setdefault("render_mode", "rgb_array")
     try:
@@ -169,7 +175,29 @@ class GymTaskEnv:
                     "a valid env action",
                 )
             mapping[word] = value
+        self._check_discrete_coverage(mapping, env_words)
         return mapping
+
+    def _check_discrete_coverage(self, mapping: dict[str, Any], env_words: tuple[str, ...]) -> None:
+        """Every action of a Discrete space needs a word, or the policy can never take it.
+
+        Envs that name their actions (``action_words``) may be given a deliberate subset, e.g. a
+        navigation task that leaves out MiniGrid's pickup/drop/toggle/done.
+        """
+        space = self.env.action_space
+        if not isinstance(space, gym.spaces.Discrete) or env_words:
+            return
+        mapped = {int(v) for v in mapping.values()}
+        missing = [
+            a for a in range(int(space.start), int(space.start + space.n)) if a not in mapped
+        ]
+        if missing:
+            raise _fail(
+                self.task,
+                "actions",
+                f"no word maps to action(s) {missing} of {self.task.env_label} ({space})",
+                f"a word for every action {int(space.start)}..{int(space.start + space.n) - 1}",
+            )
 
     def _env_action(self, word: str) -> Any:
         return word if self._mapping is None else self._mapping[word]

@@ -279,12 +279,15 @@ def list_tasks(check: bool = False) -> list[TaskSummary]:
     return sorted(summaries, key=lambda s: (s.name, s.source))
 
 
-def get_task(name: str) -> TaskDefinition:
-    """A task by name, or a path to a YAML file; unknown names get "did you mean"."""
+def get_task(name: str, *, allow_env_imports: bool = False) -> TaskDefinition:
+    """A task by name, or a path to a YAML file; unknown names get "did you mean".
+
+    ``allow_env_imports`` lets a ``module:Id`` env import its module, which runs its code.
+    """
     from mmrl_harness.tasks.loader import load_task_file
 
     if name.endswith((".yaml", ".yml")) or Path(name).is_file():
-        return load_task_file(name)
+        return load_task_file(name, allow_env_imports=allow_env_imports)
     entries = _entries()
     entry = entries.get(name)
     if entry is None:
@@ -300,4 +303,4 @@ def get_task(name: str) -> TaskDefinition:
     if entry.task is not None:
         return entry.task
     assert entry.path is not None
-    return load_task_file(entry.path)
+    return load_task_file(entry.path, allow_env_imports=allow_env_imports)

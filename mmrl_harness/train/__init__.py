@@ -82,9 +82,11 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
     Under ``accelerate launch`` every process trains; only the main process evaluates and writes
     results (the others return a ``TrainResult`` without them).
     """
+    from mmrl_harness.preflight import check_train_inputs
     from mmrl_harness.train.algorithms import load_algorithm
     from mmrl_harness.train.policy import build_policy
 
+    check_train_inputs(config)  # adapter, task, env id and action map, before the model loads
     algorithm = load_algorithm(config.algorithm)
     algorithm.check(config)  # a wrong task kind or batch size fails before the model is built
     policy = build_policy(config)

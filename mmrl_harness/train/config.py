@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,7 +29,12 @@ from pydantic import (
     model_validator,
 )
 
-from mmrl_harness.tasks.files import DefinitionError, Problem, deep_merge
+from mmrl_harness.config_io import (
+    DefinitionError,
+    apply_overrides,
+    problems_from,
+    read_yaml_mapping,
+)
 
 
 class TrainConfigError(DefinitionError):
@@ -160,6 +164,11 @@ class TrainConfig(_Strict):
         default_factory=dict,
         description="dotted task fields to replace, e.g. {env_kwargs.image_size: 32}",
     )
+    allow_env_imports: bool = Field(
+        False,
+        description="RUNS CODE: let the task's env 'module:Id' import that module (never from "
+        "the working directory); off, only ids already registered with Gymnasium are accepted",
+    )
     algorithm: str = Field(
         "grpo",
         description="a registered algorithm (`mmrl plugins --kind algorithms` lists them): grpo: "
@@ -254,8 +263,6 @@ def train_config_from_dict(
     data: Mapping[str, Any], source: str | Path | None = None
 ) -> TrainConfig:
     """Validate a mapping as a ``TrainConfig``; errors become a ``TrainConfigError``."""
-    from mmrl_harness.tasks.loader import problems_from
-
     try:
         return TrainConfig.model_validate(dict(data))
     except ValidationError as err:
@@ -269,55 +276,14 @@ def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = No
     file, so the same example runs from anywhere with ``--override output_dir=...``.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise TrainConfigError(path, [Problem("", f"cannot read the file: {err}")]) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise TrainConfigError(
-            path, [Problem("", f"{where}YAML syntax error: {problem}")]
-        ) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise TrainConfigError(
-            path,
-            [
-                Problem(
-                    "",
-                    f"the file holds a {type(data).__name__}",
-                    "a mapping of training fields (model: ..., task: ..., algorithm: ...)",
-                )
-            ],
-        )
-    return train_config_from_dict(apply_overrides(data, overrides or {}, path), path)
-
-
-def apply_overrides(
-    data: Mapping[str, Any], overrides: Mapping[str, Any], source: str | Path | None = None
-) -> dict[str, Any]:
-    """``data`` with dotted keys replaced: ``{"lora.r": 4, "grpo.beta": 0.04}``.
-
-    ``task_overrides`` keys are themselves dotted task paths, so ``task_overrides.<rest>``
-    sets one entry ``<rest>`` of that mapping instead of descending further.
-    """
-    out = deep_merge({}, data)
-    for dotted, value in overrides.items():
-        head, _, rest = dotted.partition(".")
-        path = [head, rest] if head == "task_overrides" and rest else dotted.split(".")
-        node = out
-        for key in path[:-1]:
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise TrainConfigError(
-                    source,
-                    [Problem(dotted, f"{key!r} is not a mapping", "a path into mapping fields")],
-                )
-            node = child
-        node[path[-1]] = value
-    return out
+    data = read_yaml_mapping(
+        path,
+        TrainConfigError,
+        "a mapping of training fields (model: ..., task: ..., algorithm: ...)",
+    )
+    # task_overrides keys are themselves dotted task paths: task_overrides.env_kwargs.size=32
+    # sets the one entry "env_kwargs.size" of that mapping.
+    data = apply_overrides(
+        data, overrides or {}, path, TrainConfigError, dotted_leaves=("task_overrides",)
+    )
+    return train_config_from_dict(data, path)
