@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mmrl_harness.errors import InputError
+from mmrl_harness.policy_head import PolicyMode, action_token_ids
 from mmrl_harness.results import EpisodeRecord
 from mmrl_harness.tasks.episode import Observation, TaskEnv
 
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
     from transformers import BatchFeature
 
     from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.policy_head import PolicySpec, TurnModel
 
-PolicyMode = Literal["generate", "action_logits"]
+__all__ = ["Policy", "PolicyMode", "PolicyOutput", "VLMPolicy", "action_token_ids", "run_episodes"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,14 @@ class Policy(Protocol):
 
 
 class VLMPolicy:
-    """A loaded VLM as a policy.
+    """A loaded VLM as a policy, acting through the one policy head (``policy_head.act_turn``).
 
     ``mode="generate"`` decodes free text that the task parses (any task). ``mode="action_logits"``
     scores only the action words at the answer position and picks one (greedy or sampled from a
-    softmax over those logits) — the policy head the episodic trainers optimise, and a much
-    stronger baseline for tasks with a small discrete action set.
+    softmax over those logits) — the policy head the episodic trainers optimise (they act through
+    the same ``act_turn``), and a much stronger baseline for tasks with a small discrete action
+    set. Sampled free text comes from the full softmax at ``temperature`` (no top-k/top-p), the
+    distribution the trainers score.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class VLMPolicy:
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.seed = seed
+        self._specs: dict[tuple[str, ...], PolicySpec] = {}
 
     def reseed(self) -> None:
         """Reset the sampling RNG (called at the start of every rollout)."""
@@ -80,76 +85,62 @@ class VLMPolicy:
 
         torch.manual_seed(self.seed)
 
+    def spec(self, action_words: Sequence[str]) -> PolicySpec:
+        """The ``PolicySpec`` this policy acts with for these action words (resolved once)."""
+        from mmrl_harness.policy_head import policy_spec
+
+        words = tuple(action_words)
+        if words not in self._specs:
+            self._specs[words] = policy_spec(
+                self.loaded,
+                self.mode,
+                words,
+                self.temperature,
+                self.max_new_tokens,
+                do_sample=self.do_sample,
+            )
+        return self._specs[words]
+
+    def model(self) -> TurnModel:
+        """The forward the head reads: the VLM's logits, no value head."""
+        from mmrl_harness.policy_head import LogitsOnly
+
+        return LogitsOnly(self.loaded.model)
+
     def act(
         self, observations: Sequence[Observation], action_words: Sequence[str]
     ) -> list[PolicyOutput]:
         """Answer every observation with one batched forward (or one batched generate)."""
-        from mmrl_harness.models.generation import build_inputs
+        from mmrl_harness.policy_head import act_turn
 
-        inputs = build_inputs(
-            self.loaded, [o.to_pil() for o in observations], [o.text for o in observations]
-        )
-        if self.mode == "action_logits":
-            return self._act_logits(inputs, action_words)
-        return self._act_generate(inputs)
-
-    def _act_generate(self, inputs: BatchFeature) -> list[PolicyOutput]:
-        from mmrl_harness.models.generation import decode_answers, generate_ids
-
-        kwargs = {"temperature": self.temperature} if self.do_sample else {}
-        new_ids = generate_ids(
+        spec = self.spec(action_words)
+        answers, _ = act_turn(
+            self.model(),
             self.loaded,
-            inputs,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=self.do_sample,
-            **kwargs,
+            spec,
+            [o.image for o in observations],
+            [o.text for o in observations],
+            record=False,
         )
+        if spec.mode == "action_logits":
+            return [PolicyOutput(t, 1) for t in answers.texts]
         pad = self.loaded.tokenizer.pad_token_id
-        counts = (new_ids != pad).sum(dim=1).tolist()
-        texts = decode_answers(self.loaded, new_ids)
-        return [PolicyOutput(t, int(n)) for t, n in zip(texts, counts, strict=True)]
+        counts = (answers.actions != pad).sum(dim=1).tolist()
+        return [PolicyOutput(t, int(n)) for t, n in zip(answers.texts, counts, strict=True)]
 
     def action_scores(self, inputs: BatchFeature, action_words: Sequence[str]) -> torch.Tensor:
-        """``(batch, len(action_words))`` logits of the action words at the answer position."""
+        """``(batch, len(action_words))``: the head ``act`` picks from (the action words' logits
+        at the answer position, divided by the temperature); ``log_softmax`` of a row is the
+        policy's log-probability of each action."""
         import torch
 
         from mmrl_harness.models.generation import add_position_ids
+        from mmrl_harness.policy_head import answer_scores
 
-        ids = action_token_ids(self.loaded, action_words)
+        spec = self.spec(action_words)
         with torch.no_grad():
-            out = self.loaded.model(**add_position_ids(self.loaded, dict(inputs)))
-        return out.logits[:, -1, ids].float()  # type: ignore[no-any-return]
-
-    def _act_logits(self, inputs: BatchFeature, action_words: Sequence[str]) -> list[PolicyOutput]:
-        import torch
-
-        scores = self.action_scores(inputs, action_words) / self.temperature
-        if self.do_sample:
-            picks = torch.multinomial(torch.softmax(scores, dim=-1), 1).squeeze(1)
-        else:
-            picks = scores.argmax(dim=-1)
-        return [PolicyOutput(action_words[int(i)], 1) for i in picks.tolist()]
-
-
-def action_token_ids(loaded: LoadedVLM, action_words: Sequence[str]) -> list[int]:
-    """The single token id of each action word; an error when a word is not exactly one token."""
-    if not action_words:
-        raise ValueError(
-            "policy mode 'action_logits' needs a task with action words (a multi-turn task or a "
-            "single-turn task with an `actions:` list); use mode 'generate' for free-text answers"
-        )
-    tokenizer = loaded.tokenizer
-    ids = []
-    for word in action_words:
-        pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
-        if len(pieces) != 1 or pieces[0] == tokenizer.unk_token_id:
-            raise ValueError(
-                f"action word {word!r} is {len(pieces)} token(s) {pieces} for this tokenizer; "
-                "policy mode 'action_logits' needs every action word to be one known token "
-                "(use mode 'generate')"
-            )
-        ids.append(int(pieces[0]))
-    return ids
+            logits, _ = self.model()(add_position_ids(self.loaded, dict(inputs)), 1)
+        return answer_scores(spec, logits)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Collect training turns from many environments at once: one batched forward per turn.
 
-Every stored turn keeps the frame and prompt the policy acted on, the answer, its
-log-probability and the value estimate; the update re-scores exactly those (frame, prompt,
+Each turn acts through ``policy_head.act_turn``, the head evaluation's ``VLMPolicy`` acts
+through, asked to also record what the update needs. Every stored turn keeps the frame and
+prompt the policy acted on, the answer, its log-probability and the value estimate; the update re-scores exactly those (frame, prompt,
 answer) triples. Two collection schemes:
 
 - ``collect_steps``: a fixed number of turns in every environment; an episode that ends is
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mmrl_harness.train.episodic.policy import Answers, PolicySpec, act, model_inputs
+from mmrl_harness.policy_head import Answers, PolicySpec, turn_inputs
+from mmrl_harness.train.episodic.policy import act
 from mmrl_harness.train.result import TrainingError
 
 if TYPE_CHECKING:
@@ -155,7 +157,7 @@ def state_values(
     actor_critic: nn.Module, loaded: LoadedVLM, observations: Sequence[Observation]
 ) -> torch.Tensor:
     """Value estimates of observations (on CPU), e.g. to bootstrap an unfinished episode."""
-    inputs, keep = model_inputs(
+    inputs, keep = turn_inputs(
         loaded, [o.image for o in observations], [o.text for o in observations]
     )
     return actor_critic(inputs, keep)[1].float().cpu()  # type: ignore[no-any-return]

@@ -1,0 +1,150 @@
+"""One policy head for evaluation and training: the evaluated policy is the trained one.
+
+Real tiny VLMs with LoRA, real NumberLine environments. The LoRA ``B`` matrices are set to random
+values first, so the policy differs from the base model: an evaluator that acted with the base
+weights, or a trainer with its own head, would pick other actions or score them differently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mmrl_harness.evaluate import resolve_task
+from mmrl_harness.models.generation import build_inputs
+from mmrl_harness.rollout import VLMPolicy, run_episodes
+from mmrl_harness.tasks import make_task_env
+
+#: 5-position NumberLine, 32-px frames, episodes of at most 4 turns (so they end unevenly).
+LINE = {"env_kwargs.image_size": 32, "max_steps": 4}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Any:
+    """One thread: on small shared CPUs, torch's thread pool slows sharply under contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _trained_policy(tmp_path: Path, model_name: str) -> Any:
+    """A LoRA policy whose adapter is not the identity (random ``B``, as after training)."""
+    from mmrl_harness.train.config import train_config_from_dict
+    from mmrl_harness.train.policy import build_policy
+
+    config = train_config_from_dict(
+        {
+            "model": model_name,
+            "task": "numberline",
+            "task_overrides": LINE,
+            "algorithm": "ppo",
+            "output_dir": str(tmp_path / "run"),
+            "per_device_batch_size": 6,
+        }
+    )
+    policy = build_policy(config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in policy.peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 2.0)
+    return policy
+
+
+def _greedy_training_rollout(policy: Any, mode: str) -> tuple[Any, Any, list[int]]:
+    """Whole greedy episodes from the training collector; returns the spec, rollout, seeds."""
+    from mmrl_harness.train.episodic.policy import ActorCritic, ValueHead, hidden_size, policy_spec
+    from mmrl_harness.train.episodic.rollout import EnvPool, collect_episodes
+
+    task = resolve_task("numberline", LINE)
+    pool = EnvPool([make_task_env(task) for _ in range(6)])
+    loaded = policy.vlm
+    spec = policy_spec(loaded, mode, pool.envs[0].action_words, 1.0, 3, do_sample=False)
+    model = ActorCritic(policy.peft_model, ValueHead(hidden_size(policy.peft_model)))
+    try:
+        rollout = collect_episodes(
+            pool,
+            model,
+            loaded,
+            spec,
+            group_size=1,
+            seeds=np.random.default_rng(0),
+            seed_pool=range(1000),
+            generator=torch.Generator().manual_seed(0),
+        )
+    finally:
+        pool.close()
+    return spec, rollout, list(pool.seeds)
+
+
+@pytest.mark.parametrize("model_name", ["tiny-llava", "tiny-qwen2-vl"])
+def test_greedy_training_acts_and_scores_like_greedy_evaluation(
+    tmp_path: Path, model_name: str
+) -> None:
+    policy = _trained_policy(tmp_path, model_name)
+    spec, rollout, seeds = _greedy_training_rollout(policy, "action_logits")
+    loaded = policy.vlm
+    task = resolve_task("numberline", LINE)
+    evaluator = VLMPolicy(loaded, mode="action_logits")  # what `mmrl eval` and eval_every run
+    records = run_episodes(lambda: make_task_env(task), evaluator, seeds, batch_size=len(seeds))
+
+    # 1. The same answers, turn by turn, in every episode (and so the same rewards).
+    ids = rollout.episode_ids.tolist()
+    per_episode = [[r for r in range(len(rollout)) if ids[r] == i] for i in range(len(seeds))]
+    for i, record in enumerate(records):
+        assert [rollout.answers.texts[r] for r in per_episode[i]] == record.responses
+        assert rollout.rewards[per_episode[i]].tolist() == record.rewards
+    assert {a for r in records for a in r.actions} == {"left", "right"}  # not a constant policy
+    assert len({r.length for r in records}) > 1  # episodes ended at different turns
+
+    # 2. The training log-probability of each chosen action is the evaluation head's
+    #    log-softmax score for it. Re-scored in the very batches the collector acted in (turn t:
+    #    the episodes still running, in environment order): same batch shapes and the same
+    #    forward, so the float32 arithmetic is identical and the numbers are equal exactly.
+    words = spec.action_words
+    turns = max(len(rows) for rows in per_episode)
+    for t in range(turns):
+        rows = [rows[t] for rows in per_episode if len(rows) > t]
+        frames = [_pil(rollout.frames[r]) for r in rows]
+        inputs = build_inputs(loaded, frames, [rollout.prompts[r] for r in rows])
+        logp = torch.log_softmax(evaluator.action_scores(inputs, words), dim=-1).cpu()
+        chosen = rollout.answers.actions[rows]
+        assert [words[int(a)] for a in logp.argmax(-1)] == [words[int(a)] for a in chosen]
+        assert torch.equal(logp.gather(1, chosen[:, None]).squeeze(1), rollout.logprobs[rows])
+
+    # 3. All turns in one batch: other left padding, the same head up to float32 rounding of
+    #    reordered sums (~1e-6 on log-probabilities of order 1); 1e-5 leaves a 10x margin, while
+    #    another model or head moves them by far more (the base model, below).
+    inputs = build_inputs(loaded, [_pil(f) for f in rollout.frames], rollout.prompts)
+    logp = torch.log_softmax(evaluator.action_scores(inputs, words), dim=-1).cpu()
+    again = logp.gather(1, rollout.answers.actions[:, None]).squeeze(1)
+    torch.testing.assert_close(again, rollout.logprobs, rtol=0, atol=1e-5)
+    with policy.peft_model.disable_adapter():  # the untrained model: what the test must tell apart
+        logp = torch.log_softmax(evaluator.action_scores(inputs, words), dim=-1).cpu()
+    base = logp.gather(1, rollout.answers.actions[:, None]).squeeze(1)
+    assert (base - rollout.logprobs).abs().max() > 1e-3  # 100x the rounding bound above
+
+
+def test_greedy_training_generates_the_text_greedy_evaluation_generates(tmp_path: Path) -> None:
+    policy = _trained_policy(tmp_path, "tiny-llava")
+    _, rollout, seeds = _greedy_training_rollout(policy, "generate")
+    task = resolve_task("numberline", LINE)
+    evaluator = VLMPolicy(policy.vlm, mode="generate", max_new_tokens=3)
+    records = run_episodes(lambda: make_task_env(task), evaluator, seeds, batch_size=len(seeds))
+    ids = rollout.episode_ids.tolist()
+    for i, record in enumerate(records):
+        assert [rollout.answers.texts[r] for r in range(len(rollout)) if ids[r] == i] == (
+            record.responses
+        )
+    assert torch.isfinite(rollout.logprobs).all()  # training also scored what it generated
+
+
+def _pil(frame: np.ndarray) -> Any:
+    from PIL import Image
+
+    return Image.fromarray(frame)
