@@ -151,7 +151,12 @@ def test_nan_reward_stops_with_the_episode_named_and_the_checkpoint_intact(
             return observation, math.nan if marker.exists() else reward, terminated, truncated, info
 
     gymnasium.register("mmrl_test/NanScorer-v0", entry_point=NanScorer)
-    task_file = _single_turn_task(tmp_path, "nan_scorer", "mmrl_test/NanScorer-v0")
+    # Invalid answers (most, from an untrained model) play the fallback action, so every
+    # completion reaches the env's step.
+    fallback = {"policy": "repeat_last", "fallback_action": "red"}
+    task_file = _single_turn_task(
+        tmp_path, "nan_scorer", "mmrl_test/NanScorer-v0", invalid_action=fallback
+    )
     with pytest.raises(RewardError) as err:
         _train_in_process(tmp_path / "run", task=str(task_file), task_overrides={})
     message = str(err.value)
@@ -161,7 +166,7 @@ def test_nan_reward_stops_with_the_episode_named_and_the_checkpoint_intact(
     _checkpoint_is_intact(tmp_path / "run" / "checkpoint-2")
 
 
-def _single_turn_task(tmp_path: Path, name: str, env: str) -> Path:
+def _single_turn_task(tmp_path: Path, name: str, env: str, **fields: Any) -> Path:
     task_file = tmp_path / f"{name}.yaml"
     task_file.write_text(
         yaml.safe_dump(
@@ -171,6 +176,7 @@ def _single_turn_task(tmp_path: Path, name: str, env: str) -> Path:
                 "env": env,
                 "env_kwargs": {"image_size": 32, "question": "color", "colors": ["red", "green"]},
                 "prompt": "{text}",
+                **fields,
             }
         )
     )
