@@ -242,13 +242,20 @@ def test_resuming_with_another_task_seed_and_learning_rate_is_refused_naming_the
 
 
 def test_a_safe_change_needs_allow_config_change(two_checkpoints: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mmrl_harness.cli import app
+
     out = _copy(two_checkpoints, tmp_path)
     longer = _run_config(out, "episodic_grpo", max_steps=3, save_steps=1)
     with pytest.raises(CheckpointError, match=r"max_steps: 2 -> 3.*--allow-config-change"):
         _train(longer)
-    result = _train({**longer, "allow_config_change": True})
-    assert result.resumed_from == out / "checkpoint-2"
-    assert [h["step"] for h in result.log_history] == [3]
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(longer))
+    result = CliRunner().invoke(app, ["train", str(config), "--allow-config-change"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output and "checkpoint-2" in result.output
+    assert _logged_steps(out, "episodic_grpo") == [1, 2, 3]
 
 
 # -- the output_dir lock -----------------------------------------------------------------------
@@ -360,6 +367,9 @@ def test_eval_restores_the_trained_model_and_adapter_from_the_manifest(
 def test_eval_refuses_another_family_another_adapter_and_mismatched_keys(
     weighted_sum_checkpoint: tuple[Path, Any], tmp_path: Path
 ) -> None:
+    from typer.testing import CliRunner
+
+    from mmrl_harness.cli import app
     from mmrl_harness.train.restore import CheckpointMismatchError, load_for_eval
 
     checkpoint, _ = weighted_sum_checkpoint
@@ -368,6 +378,22 @@ def test_eval_refuses_another_family_another_adapter_and_mismatched_keys(
     assert "llava" in str(err.value) and "qwen2_vl" in str(err.value)
     with pytest.raises(CheckpointMismatchError, match="'weighted_sum', not 'concat'"):
         load_for_eval(checkpoint, fusion="concat")
+    cli = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--checkpoint",
+            str(checkpoint),
+            "--task",
+            "numberline",
+            "--model",
+            "tiny-qwen2-vl",
+        ],
+    )
+    assert cli.exit_code == 1
+    errors = [line for line in cli.output.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "llava" in errors[0] and "qwen2_vl" in errors[0]
+    assert "Traceback" not in cli.output
     # Without a manifest (an older checkpoint) the caller's choice is used, and a partial load
     # is refused: the weighted_sum coefficients have no place in a concat model.
     legacy = tmp_path / "legacy"

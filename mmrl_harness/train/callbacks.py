@@ -176,9 +176,13 @@ class ManifestCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
+        from accelerate import PartialState
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        # Sharded engines write a file per process: all of them exist before any is hashed.
+        PartialState().wait_for_everyone()
         if not state.is_world_process_zero:
             return
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         fault_point("checkpoint-write", state.global_step)

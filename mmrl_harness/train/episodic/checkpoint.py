@@ -91,6 +91,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while saving
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's RNG file is written before it is hashed
     if accelerator.is_main_process:
         # Beside save_state's files, as in TRL checkpoints: `mmrl eval --checkpoint` loads it.
         peft_model.save_pretrained(str(tmp))  # type: ignore[operator]
