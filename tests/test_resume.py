@@ -24,6 +24,7 @@ import yaml
 
 from mmrl_harness.train.checkpoints import CheckpointError, verify_checkpoint
 from mmrl_harness.train.config import train_config_from_dict
+from mmrl_harness.train.manifest import file_problems, read_manifest
 
 SHORT_LINE = {"env_kwargs.image_size": 32, "env_kwargs.line_length": 3, "max_steps": 4}
 
@@ -146,6 +147,11 @@ def test_a_run_killed_twice_resumes_to_the_uninterrupted_runs_exact_weights(
     assert not [p.name for p in out.iterdir() if p.name.startswith((".tmp-", "incomplete-"))]
     for checkpoint in out.glob("checkpoint-*"):
         assert verify_checkpoint(checkpoint) is not None  # a manifest, every file matching it
+    if algorithm == "grpo":  # the final adapter in output_dir, for `mmrl eval --checkpoint out`
+        final = read_manifest(out)
+        assert final is not None and final.step == 4 and final.fusion.name == "concat"
+        assert sorted(final.files) == ["adapter_config.json", "adapter_model.safetensors"]
+        assert file_problems(out, final) == []
 
 
 # -- corrupt checkpoints -----------------------------------------------------------------------
