@@ -38,7 +38,17 @@ from mmrl_harness.train.manifest import CheckpointManifest, write_manifest
 CHECKPOINT_PREFIX = "checkpoint-"
 BEST_DIR = "best"
 
-__all__ = ["BEST_DIR", "STATE_FILE", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "BEST_DIR",
+    "CHECKPOINT_PREFIX",
+    "STATE_FILE",
+    "CheckpointError",
+    "copy_as_best",
+    "keep_trainable_only",
+    "load_checkpoint",
+    "save_checkpoint",
+    "trainable_names",
+]
 
 
 def trainable_names(model: nn.Module) -> set[str]:
