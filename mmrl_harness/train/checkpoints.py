@@ -191,8 +191,8 @@ def choose_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
             continue
         if manifest is None:
             log.warning(
-                "checkpoint %s has no %s (written by an older harness): its files cannot be "
-                "verified nor its config compared",
+                "checkpoint %s has no %s (an older harness wrote it, or the run died just "
+                "before writing it): its files cannot be verified nor its config compared",
                 path,
                 MANIFEST_FILE,
             )
