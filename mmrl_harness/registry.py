@@ -206,8 +206,8 @@ class Registry(Generic[T]):
 class _Selectable(Protocol):
     """What ``entry_points()`` returns: ``EntryPoints``, or on Python 3.11 ``SelectableGroups``."""
 
-    def select(self, **params: str) -> EntryPoints:
-        """The entry points matching ``params`` (e.g. ``group=``)."""
+    def select(self, *, group: str = ...) -> EntryPoints:
+        """The entry points of ``group``."""
         ...
 
 
