@@ -70,13 +70,17 @@ def check_task_runs(task: TaskDefinition) -> None:
     make_task_env(task).close()
 
 
-def check_eval_inputs(tasks: list[TaskDefinition], fusion: str, output: str | Path | None) -> None:
-    """What ``run_eval`` checks before loading the model."""
+def check_eval_inputs(
+    tasks: list[TaskDefinition], fusion: str | None, output: str | Path | None
+) -> None:
+    """What ``run_eval`` checks before loading the model (``fusion`` None: a checkpoint's
+    manifest names it, checked when the manifest is read)."""
     from mmrl_harness.registry import fusion_adapters
 
     if output is not None:
         check_output_file(output)
-    fusion_adapters.require(fusion)
+    if fusion is not None:
+        fusion_adapters.require(fusion)
     for task in tasks:
         check_task_runs(task)
 
