@@ -36,6 +36,9 @@ from mmrl_harness.policy_head import (
     score_turns,
 )
 
+# The input builder under the name the trainers' callers have used (the same function).
+from mmrl_harness.policy_head import turn_inputs as model_inputs
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -49,6 +52,7 @@ __all__ = [
     "ValueHead",
     "act",
     "hidden_size",
+    "model_inputs",
     "policy_spec",
     "score_turns",
 ]
