@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from mmrl_harness.errors import InputError
 from mmrl_harness.policy_head import PolicyMode, action_token_ids
 from mmrl_harness.results import EpisodeRecord
-from mmrl_harness.tasks.episode import Observation, TaskEnv
+from mmrl_harness.tasks.episode import Observation, StepResult, TaskEnv
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from mmrl_harness.models.loading import LoadedVLM
     from mmrl_harness.policy_head import PolicySpec, TurnModel
 
-__all__ = ["Policy", "PolicyMode", "PolicyOutput", "VLMPolicy", "action_token_ids", "run_episodes"]
+__all__ = [
+    "EpisodeSlot",
+    "Policy",
+    "PolicyMode",
+    "PolicyOutput",
+    "VLMPolicy",
+    "action_token_ids",
+    "run_episodes",
+]
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,12 @@ class VLMPolicy:
 
 
 @dataclass
-class _Slot:
-    """One environment and the episode it is running."""
+class EpisodeSlot:
+    """One environment and the episode it is running: the one episode bookkeeping.
+
+    ``run_episodes`` (evaluation) and the episodic trainers' ``EnvPool`` both keep their
+    episodes here and turn them into ``EpisodeRecord`` the same way.
+    """
 
     env: TaskEnv
     index: int = -1
@@ -157,6 +169,47 @@ class _Slot:
     invalid: int = 0
     tokens: int = 0
     seconds: float = 0.0
+
+    def start(self, index: int, seed: int) -> Observation:
+        """Reset the environment with ``seed`` for episode ``index``; the first observation."""
+        started = time.perf_counter()
+        self.index, self.seed = index, seed
+        self.actions, self.responses, self.rewards = [], [], []
+        self.invalid, self.tokens = 0, 0
+        self.observation = self.env.reset(seed=seed)
+        self.seconds = time.perf_counter() - started
+        return self.observation
+
+    def advance(
+        self, text: str, result: StepResult, tokens: int, seconds: float
+    ) -> EpisodeRecord | None:
+        """Book one step (the answer ``text`` and what the environment returned for it); the
+        episode's record when it ended, else ``None``."""
+        self.responses.append(text)
+        self.actions.append(result.info.action or "")
+        self.rewards.append(result.reward)
+        self.invalid += not result.info.action_is_valid
+        self.tokens += tokens
+        self.seconds += seconds
+        if not result.done:
+            self.observation = result.observation
+            return None
+        self.observation = None
+        return EpisodeRecord(
+            task=self.env.task.name,
+            seed=self.seed,
+            episode_index=self.index,
+            actions=self.actions,
+            responses=self.responses,
+            rewards=self.rewards,
+            episode_return=float(sum(self.rewards)),
+            length=len(self.rewards),
+            success=result.info.success,
+            invalid_actions=self.invalid,
+            truncated=result.truncated and not result.terminated,
+            tokens=self.tokens,
+            wall_time_s=self.seconds,
+        )
 
 
 def run_episodes(
@@ -174,19 +227,22 @@ def run_episodes(
     if reseed is not None:
         reseed()
     pending = list(enumerate(seeds))[::-1]
-    slots = [_Slot(make_env()) for _ in range(min(batch_size, len(seeds)))]
+    slots = [EpisodeSlot(make_env()) for _ in range(min(batch_size, len(seeds)))]
     records: dict[int, EpisodeRecord] = {}
     try:
         while pending or any(s.observation is not None for s in slots):
             for slot in slots:
                 if slot.observation is None and pending:
-                    _start(slot, *pending.pop())
+                    slot.start(*pending.pop())
             active = [s for s in slots if s.observation is not None]
             started = time.perf_counter()
             outputs = policy.act([s.observation for s in active], active[0].env.action_words)  # type: ignore[misc]
             share = (time.perf_counter() - started) / len(active)
             for slot, out in zip(active, outputs, strict=True):
-                record = _step(slot, out, share)
+                stepped = time.perf_counter()
+                result = slot.env.step(out.text)
+                seconds = share + time.perf_counter() - stepped
+                record = slot.advance(out.text, result, out.tokens, seconds)
                 if record is not None:
                     records[record.episode_index] = record
                     if on_episode is not None:
@@ -195,42 +251,3 @@ def run_episodes(
         for slot in slots:
             slot.env.close()
     return [records[i] for i in sorted(records)]
-
-
-def _start(slot: _Slot, index: int, seed: int) -> None:
-    started = time.perf_counter()
-    slot.index, slot.seed = index, seed
-    slot.actions, slot.responses, slot.rewards = [], [], []
-    slot.invalid, slot.tokens = 0, 0
-    slot.observation = slot.env.reset(seed=seed)
-    slot.seconds = time.perf_counter() - started
-
-
-def _step(slot: _Slot, out: PolicyOutput, policy_seconds: float) -> EpisodeRecord | None:
-    started = time.perf_counter()
-    result = slot.env.step(out.text)
-    slot.responses.append(out.text)
-    slot.actions.append(result.info.action or "")
-    slot.rewards.append(result.reward)
-    slot.invalid += not result.info.action_is_valid
-    slot.tokens += out.tokens
-    slot.seconds += policy_seconds + time.perf_counter() - started
-    if not result.done:
-        slot.observation = result.observation
-        return None
-    slot.observation = None
-    return EpisodeRecord(
-        task=slot.env.task.name,
-        seed=slot.seed,
-        episode_index=slot.index,
-        actions=slot.actions,
-        responses=slot.responses,
-        rewards=slot.rewards,
-        episode_return=float(sum(slot.rewards)),
-        length=len(slot.rewards),
-        success=result.info.success,
-        invalid_actions=slot.invalid,
-        truncated=result.truncated and not result.terminated,
-        tokens=slot.tokens,
-        wall_time_s=slot.seconds,
-    )

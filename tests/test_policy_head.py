@@ -100,6 +100,9 @@ def test_greedy_training_acts_and_scores_like_greedy_evaluation(
         assert [rollout.answers.texts[r] for r in per_episode[i]] == record.responses
         assert rollout.rewards[per_episode[i]].tolist() == record.rewards
     assert {a for r in records for a in r.actions} == {"left", "right"}  # not a constant policy
+    # Training keeps its episodes with evaluation's bookkeeping: the very same records.
+    trained = sorted(rollout.episodes, key=lambda r: r.episode_index)
+    assert [_timeless(r) for r in trained] == [_timeless(r) for r in records]
     assert len({r.length for r in records}) > 1  # episodes ended at different turns
 
     # 2. The training log-probability of each chosen action is the evaluation head's
@@ -142,6 +145,10 @@ def test_greedy_training_generates_the_text_greedy_evaluation_generates(tmp_path
             record.responses
         )
     assert torch.isfinite(rollout.logprobs).all()  # training also scored what it generated
+
+
+def _timeless(record: Any) -> dict[str, Any]:
+    return record.model_dump(exclude={"wall_time_s"})  # type: ignore[no-any-return]
 
 
 def _pil(frame: np.ndarray) -> Any:

@@ -19,6 +19,7 @@ A reward that is not a finite number, or an environment that raises, stops colle
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from mmrl_harness.policy_head import Answers, PolicySpec, turn_inputs
+from mmrl_harness.rollout import EpisodeSlot
 from mmrl_harness.train.episodic.policy import act
 from mmrl_harness.train.result import TrainingError
 
@@ -34,21 +36,12 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.results import EpisodeRecord
     from mmrl_harness.tasks.episode import Observation, StepResult, TaskEnv
 
 
 class EpisodeError(TrainingError):
     """An environment raised, or returned a reward that is not a finite number, in an episode."""
-
-
-@dataclass(frozen=True)
-class FinishedEpisode:
-    """One episode that ended during a rollout (its return is the task's, undiscounted)."""
-
-    seed: int
-    episode_return: float
-    length: int
-    success: bool
 
 
 @dataclass
@@ -61,7 +54,7 @@ class Rollout:
     logprobs: torch.Tensor  # (S,) log-probability of the answer when it was sampled
     values: torch.Tensor  # (S,) value estimate when it was sampled (0 for collect_episodes)
     rewards: torch.Tensor  # (S,) the task's reward for the turn
-    episodes: list[FinishedEpisode] = field(default_factory=list)
+    episodes: list[EpisodeRecord] = field(default_factory=list)  # as evaluation records them
     tokens: int = 0  # tokens the rollout's forward passes processed
     # Set by the algorithm's compute_advantages, one entry per turn:
     advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
@@ -80,45 +73,57 @@ class Rollout:
 
 @dataclass
 class EnvPool:
-    """The environments one process steps, and the episode each is in."""
+    """The environments one process steps, and the episode each is in.
+
+    Each episode is kept in an ``EpisodeSlot``, the bookkeeping evaluation's ``run_episodes``
+    uses, so a finished training episode is the same ``EpisodeRecord`` an evaluation writes.
+    ``observations`` is what the next turn acts on (``None``: the environment needs a reset).
+    """
 
     envs: list[TaskEnv]
     observations: list[Observation | None] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-    returns: list[float] = field(default_factory=list)  # of the episode in progress, so far
-    lengths: list[int] = field(default_factory=list)  # turns taken in the episode in progress
+    slots: list[EpisodeSlot] = field(default_factory=list)
+    started: int = 0  # episodes started so far (each record's episode_index)
 
     def __post_init__(self) -> None:
-        n = len(self.envs)
-        self.observations, self.seeds = [None] * n, [0] * n
-        self.returns, self.lengths = [0.0] * n, [0] * n
+        self.observations = [None] * len(self.envs)
+        self.slots = [EpisodeSlot(env) for env in self.envs]
 
     def __len__(self) -> int:
         return len(self.envs)
 
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each environment's current (or last) episode."""
+        return [slot.seed for slot in self.slots]
+
     def reset(self, index: int, seed: int) -> Observation:
         """Start a new episode in environment ``index``."""
-        env = self.envs[index]
+        slot = self.slots[index]
         try:
-            obs = env.reset(seed=seed)
+            obs = slot.start(self.started, seed)
         except Exception as err:
             raise EpisodeError(
-                f"task {env.task.name!r}: resetting the environment with seed {seed} failed: "
-                f"{type(err).__name__}: {err}"
+                f"task {slot.env.task.name!r}: resetting the environment with seed {seed} "
+                f"failed: {type(err).__name__}: {err}"
             ) from err
-        self.observations[index], self.seeds[index] = obs, seed
-        self.returns[index], self.lengths[index] = 0.0, 0
+        self.started += 1
+        self.observations[index] = obs
         return obs
 
-    def step(self, index: int, text: str) -> StepResult:
-        """Act in environment ``index``; an exception or a non-finite reward names the episode."""
-        env, seed = self.envs[index], self.seeds[index]
+    def step(
+        self, index: int, text: str, tokens: int = 1
+    ) -> tuple[StepResult, EpisodeRecord | None]:
+        """Act in environment ``index``: the step's result, and the episode's record when it
+        ended. An exception or a non-finite reward names the episode."""
+        slot = self.slots[index]
         where = (
-            f"task {env.task.name!r}, episode seed {seed}, step {self.lengths[index] + 1} "
+            f"task {slot.env.task.name!r}, episode seed {slot.seed}, step {len(slot.rewards) + 1} "
             f"(environment {index} of this process)"
         )
+        started = time.perf_counter()
         try:
-            result = env.step(text)
+            result = slot.env.step(text)
         except Exception as err:
             raise EpisodeError(
                 f"{where}: the environment raised {type(err).__name__}: {err} (action text "
@@ -130,15 +135,7 @@ class EnvPool:
                 f"{text!r}); fix the task's reward mapping (reward.scale, reward.offset, "
                 "reward.events) or the environment's reward"
             )
-        self.returns[index] += result.reward
-        self.lengths[index] += 1
-        return result
-
-    def finished(self, index: int, result: StepResult) -> FinishedEpisode:
-        """The record of the episode that ``result`` ended in environment ``index``."""
-        return FinishedEpisode(
-            self.seeds[index], self.returns[index], self.lengths[index], result.info.success
-        )
+        return result, slot.advance(text, result, tokens, time.perf_counter() - started)
 
     def close(self) -> None:
         """Close every environment."""
@@ -222,7 +219,7 @@ class _StepTurn:
     rewards: torch.Tensor
     dones: torch.Tensor
     bootstrap: torch.Tensor
-    episodes: list[FinishedEpisode]
+    episodes: list[EpisodeRecord]
     tokens: int
 
 
@@ -241,16 +238,17 @@ def _step_all(
     frames, prompts = _turn_batch(pool, range(n))
     answers, scores = act(actor_critic, loaded, spec, frames, prompts, generator)
     reward, done, final = torch.zeros(n), torch.zeros(n), torch.zeros(n)
-    episodes: list[FinishedEpisode] = []
+    episodes: list[EpisodeRecord] = []
     truncated: list[tuple[int, Observation]] = []
+    tokens = answers.mask.sum(1).long().tolist()
     for i in range(n):
-        result = pool.step(i, answers.texts[i])
+        result, record = pool.step(i, answers.texts[i], tokens[i])
         reward[i] = result.reward
-        if not result.done:
+        if record is None:
             pool.observations[i] = result.observation
             continue
         done[i] = 1.0
-        episodes.append(pool.finished(i, result))
+        episodes.append(record)
         if result.truncated and not result.terminated:
             truncated.append((i, result.observation))
         pool.reset(i, int(seeds.choice(seed_pool)))
@@ -296,21 +294,22 @@ def collect_episodes(
         pool.reset(i, group_seeds[i // group_size])
     turns: list[list[tuple[np.ndarray, str, Answers, float, float]]] = [[] for _ in range(n)]
     active = list(range(n))
-    episodes: list[FinishedEpisode] = []
+    episodes: list[EpisodeRecord] = []
     tokens = 0
     while active:
         turn_frames, turn_prompts = _turn_batch(pool, active)
         answers, scores = act(actor_critic, loaded, spec, turn_frames, turn_prompts, generator)
         tokens += scores.tokens
+        generated = answers.mask.sum(1).long().tolist()
         still = []
         for row, i in enumerate(active):
-            result = pool.step(i, answers.texts[row])
+            result, record = pool.step(i, answers.texts[row], generated[row])
             logprob = float(scores.logprobs[row])
             turns[i].append(
                 (turn_frames[row], turn_prompts[row], answers.select([row]), logprob, result.reward)
             )
-            if result.done:
-                episodes.append(pool.finished(i, result))
+            if record is not None:
+                episodes.append(record)
                 pool.observations[i] = None
             else:
                 pool.observations[i] = result.observation
