@@ -1,9 +1,10 @@
 """Collect training turns from many environments at once: one batched forward per turn.
 
 Each turn acts through ``policy_head.act_turn``, the head evaluation's ``VLMPolicy`` acts
-through, asked to also record what the update needs. Every stored turn keeps the frame and
-prompt the policy acted on, the answer, its log-probability and the value estimate; the update re-scores exactly those (frame, prompt,
-answer) triples. Two collection schemes:
+through, asked to also record what the update needs; episodes are booked in evaluation's
+``rollout.EpisodeSlot``. Every stored turn keeps the frame and prompt the policy acted on, the
+answer, its log-probability and the value estimate; the update re-scores exactly those (frame,
+prompt, answer) triples. Two collection schemes:
 
 - ``collect_steps``: a fixed number of turns in every environment; an episode that ends is
   replaced by a fresh one at once, and episodes run on across updates (PPO);
