@@ -285,3 +285,47 @@ def test_run_stability_reads_metrics_jsonl(tmp_path: Path) -> None:
     }
     with pytest.raises(st.CurveError, match="'entropy'"):
         st.run_stability(path, key="entropy")
+
+
+def test_run_stability_of_a_real_episodic_run(tmp_path: Path) -> None:
+    """The curve read back from a tiny PPO run's own metrics.jsonl is the one it logged."""
+    import torch
+
+    from mmrl_harness.train.config import train_config_from_dict
+    from mmrl_harness.train.episodic.trainer import train_episodic
+    from mmrl_harness.train.policy import build_policy
+
+    config = train_config_from_dict(
+        {
+            "model": "tiny-llava",
+            "task": "numberline",
+            "task_overrides": {"env_kwargs.image_size": 32, "env_kwargs.line_length": 3},
+            "algorithm": "ppo",
+            "output_dir": str(tmp_path / "run"),
+            "per_device_batch_size": 4,
+            "num_generations": 2,
+            "max_steps": 4,
+            "save_steps": 4,
+            "seed": 0,
+            "eval": {"enabled": False},
+            "episodic": {"rollout_steps": 4, "num_minibatches": 1, "eval_every": 0},
+        }
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small shared CPUs: torch's thread pool slows under contention
+    try:
+        result = train_episodic(config, build_policy(config))
+    finally:
+        torch.set_num_threads(threads)
+    logged = result.log_history
+    steps = [row["step"] for row in logged]
+    for key in ("reward", "entropy"):
+        values = [row[key] for row in logged]
+        # JSON writes floats in repr form, which reads back to the same float64: exact.
+        assert st.run_stability(tmp_path / "run" / "metrics.jsonl", key) == {
+            "num_points": 4.0,
+            "dispersion_across_time": st.dispersion_across_time(values, steps),
+            "short_term_risk": st.short_term_risk(values, steps),
+            "long_term_risk": st.long_term_risk(values),
+            "max_drawdown": st.max_drawdown(values),
+        }
