@@ -22,7 +22,6 @@ Reinforcement Learning at the Edge of the Statistical Precipice", NeurIPS 2021.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -32,10 +31,10 @@ from mmrl_harness.results_schema import MetricValue
 
 #: What seeds a bootstrap: an int (a fresh ``numpy.random.default_rng``), a Generator, or a
 #: legacy RandomState (draws exactly as rliable does from numpy's global state).
-Seed = Union[int, np.random.Generator, np.random.RandomState]  # noqa: UP007 (py3.10 alias)
+Seed = int | np.random.Generator | np.random.RandomState
 
 #: A statistic of one or more score matrices: a float or a 1-D array (e.g. a profile).
-Statistic = Callable[..., Union[float, NDArray[np.float64]]]  # noqa: UP007
+Statistic = Callable[..., float | NDArray[np.float64]]
 
 #: Bootstrap replications. rliable defaults to 50 000 for aggregates and 2 000 for profiles;
 #: 2 000 keeps the harness's intervals cheap and matches its episode-level bootstrap.
