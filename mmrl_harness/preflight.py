@@ -22,16 +22,17 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     """``"1,2,5"`` -> ``[1, 2, 5]``; anything but comma-separated non-negative ints raises."""
     seeds: list[int] = []
     for part in text.split(","):
+        within = "" if part.strip() == text.strip() else f" (in {text!r})"
         try:
             seed = int(part.strip())
         except ValueError:
             raise InputError(
-                f"{option}: {part.strip()!r} is not an integer (got {text!r}); expected "
+                f"{option}: {part.strip()!r} is not an integer{within}; expected "
                 "comma-separated non-negative integers such as 0,1,2"
             ) from None
         if seed < 0:
             raise InputError(
-                f"{option}: seed {seed} is negative (got {text!r}); environment seeds are "
+                f"{option}: seed {seed} is negative{within}; environment seeds are "
                 "non-negative integers such as 0,1,2"
             )
         seeds.append(seed)
