@@ -160,16 +160,18 @@ def tasks_show(
 
 @app.command("eval")
 def eval_command(
-    model: Annotated[
-        str, typer.Option(help="Hub id, local folder, or tiny-llava / tiny-qwen2-vl.")
-    ],
     task: Annotated[list[str], typer.Option(help="Task name or YAML path; repeat for several.")],
-    fusion: Annotated[str, typer.Option(help="Fusion adapter (see `mmrl plugins`).")] = "concat",
+    model: Annotated[
+        str | None, typer.Option(help="Hub id, folder, tiny-llava... (default: the manifest's).")
+    ] = None,
+    fusion: Annotated[
+        str | None, typer.Option(help="Fusion adapter (default: the manifest's, else concat).")
+    ] = None,
     fusion_option: Annotated[
         list[str] | None, typer.Option(help="Adapter option KEY=VALUE (YAML value); repeatable.")
     ] = None,
     checkpoint: Annotated[
-        str | None, typer.Option(help="Fine-tuned LoRA/adapter checkpoint to evaluate.")
+        str | None, typer.Option(help="Fine-tuned checkpoint; its manifest restores the run.")
     ] = None,
     episodes: Annotated[
         int | None, typer.Option(help="Episodes per task (default: the task's eval seeds).")
@@ -232,7 +234,8 @@ def eval_command(
                 allow_env_imports=allow_env_imports,
                 progress=progress,
             )
-    console.print(_results_table(f"{model} + {fusion}", results))
+    used = results.provenance
+    console.print(_results_table(f"{used.model.name_or_path} + {used.fusion.name}", results))
     console.print(f"results written to {output} ({results.cost.wall_time_s:.1f} s)")
 
 
@@ -303,6 +306,14 @@ def train_command(
         ),
     ] = None,
     allow_env_imports: Annotated[bool, typer.Option(help=_ALLOW_ENV_IMPORTS_HELP)] = False,
+    allow_config_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-config-change",
+            help="On resume, accept changes to safe fields (max_steps, save/log/eval cadence) "
+            "from the checkpoint's config; other changes are always refused.",
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune a VLM + fusion adapter with RL (GRPO, PPO, episodic GRPO) and evaluate it.
 
@@ -318,6 +329,8 @@ def train_command(
             overrides["resume"] = resume
         if allow_env_imports:
             overrides["allow_env_imports"] = True
+        if allow_config_change:
+            overrides["allow_config_change"] = True
         run_config = load_train_config(config, overrides)
         try:
             result = train(run_config, console=console if main_process else None)

@@ -179,10 +179,10 @@ def _run_task(
 
 
 def run_eval(
-    model: str,
+    model: str | None,
     tasks: Sequence[str],
     *,
-    fusion: str = "concat",
+    fusion: str | None = None,
     fusion_options: Mapping[str, Any] | None = None,
     checkpoint: str | None = None,
     revision: str | None = None,
@@ -191,30 +191,33 @@ def run_eval(
     allow_env_imports: bool = False,
     **kwargs: Any,
 ) -> EvalResults:
-    """Load ``model``, attach ``fusion`` (or a fine-tuned checkpoint), then ``evaluate``.
+    """Load ``model``, attach ``fusion`` (default ``concat``), load a fine-tuned ``checkpoint``
+    if given, then ``evaluate``.
 
     Every input is checked first (output path, adapter, tasks, env ids, action maps), so a
     mistake fails before a possibly large model loads. ``allow_env_imports`` lets a task's
-    ``module:Id`` env import its module, which runs its code.
+    ``module:Id`` env import its module, which runs its code. A checkpoint's manifest supplies
+    the model and the fusion adapter it was trained with (``model`` and ``fusion`` may be None
+    then; given, they must agree with it); see ``mmrl_harness.train.restore``.
     """
     from mmrl_harness.preflight import check_eval_inputs
-    from mmrl_harness.registry import fusion_adapters
 
     overrides = kwargs.pop("task_overrides", None)
     definitions = [resolve_task(t, overrides, allow_env_imports=allow_env_imports) for t in tasks]
     check_eval_inputs(definitions, fusion, kwargs.get("output"))
-    fusion_adapters.load(fusion)  # a broken adapter plugin fails before the model loads too
     # torch and transformers only now: the checks above take a second, these imports longer.
-    from mmrl_harness.fusion.base import attach_fusion
-    from mmrl_harness.models.loading import load_vlm
+    from mmrl_harness.train.restore import load_for_eval
 
-    loaded = load_vlm(model, revision=revision, dtype=dtype, device=device)
-    adapter = attach_fusion(loaded.model, fusion, **dict(fusion_options or {}))
-    if checkpoint is not None:
-        from peft import PeftModel
-
-        loaded.model = PeftModel.from_pretrained(loaded.model, checkpoint).merge_and_unload()
-    config = {"model": model, "fusion": fusion, "fusion_options": dict(fusion_options or {})}
+    loaded, adapter, setup = load_for_eval(
+        checkpoint,
+        model=model,
+        revision=revision,
+        fusion=fusion,
+        fusion_options=fusion_options,
+        dtype=dtype,
+        device=device,
+    )
+    config = {"model": setup.model, "fusion": setup.fusion, "fusion_options": setup.fusion_options}
     info = fusion_info(adapter, loaded.model, checkpoint)
     return evaluate(loaded, definitions, fusion=info, config=config, **kwargs)
 

@@ -22,16 +22,17 @@ def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     """``"1,2,5"`` -> ``[1, 2, 5]``; anything but comma-separated non-negative ints raises."""
     seeds: list[int] = []
     for part in text.split(","):
+        within = "" if part.strip() == text.strip() else f" (in {text!r})"
         try:
             seed = int(part.strip())
         except ValueError:
             raise InputError(
-                f"{option}: {part.strip()!r} is not an integer (got {text!r}); expected "
+                f"{option}: {part.strip()!r} is not an integer{within}; expected "
                 "comma-separated non-negative integers such as 0,1,2"
             ) from None
         if seed < 0:
             raise InputError(
-                f"{option}: seed {seed} is negative (got {text!r}); environment seeds are "
+                f"{option}: seed {seed} is negative{within}; environment seeds are "
                 "non-negative integers such as 0,1,2"
             )
         seeds.append(seed)
@@ -70,13 +71,17 @@ def check_task_runs(task: TaskDefinition) -> None:
     make_task_env(task).close()
 
 
-def check_eval_inputs(tasks: list[TaskDefinition], fusion: str, output: str | Path | None) -> None:
-    """What ``run_eval`` checks before loading the model."""
+def check_eval_inputs(
+    tasks: list[TaskDefinition], fusion: str | None, output: str | Path | None
+) -> None:
+    """What ``run_eval`` checks before loading the model (``fusion`` None: a checkpoint's
+    manifest names it, checked when the manifest is read)."""
     from mmrl_harness.registry import fusion_adapters
 
     if output is not None:
         check_output_file(output)
-    fusion_adapters.require(fusion)
+    if fusion is not None:
+        fusion_adapters.require(fusion)
     for task in tasks:
         check_task_runs(task)
 

@@ -12,13 +12,14 @@ plugin-API version check on the loaded object.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Generic, Literal, TypeVar
+from importlib.metadata import Distribution, EntryPoint, EntryPoints, entry_points
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from mmrl_harness.errors import MMRLError
 
@@ -109,7 +110,7 @@ class Registry(Generic[T]):
         if self._infos is None:
             off = _disabled()
             found: dict[str, PluginInfo] = {}
-            for ep in entry_points(group=group_name(self.kind)):
+            for ep in _all_entry_points().select(group=group_name(self.kind)):
                 if ep.name in off or f"{self.kind}:{ep.name}" in off:
                     continue
                 found.setdefault(ep.name, _info(ep, self.kind))
@@ -201,15 +202,36 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} plugin {name!r}.{hint} Available: {known}."
 
 
+class _Selectable(Protocol):
+    """What ``entry_points()`` returns: ``EntryPoints``, or on Python 3.11 ``SelectableGroups``."""
+
+    def select(self, *, group: str = ...) -> EntryPoints:
+        """The entry points of ``group``."""
+        ...
+
+
+@functools.cache
+def _all_entry_points() -> _Selectable:
+    """Every installed entry point, read once per process for all plugin kinds.
+
+    Each ``entry_points()`` call walks every installed distribution; reading them once instead of
+    once per kind is most of what a listing command costs (``reset()`` forgets them).
+    """
+    return entry_points()
+
+
+@functools.cache
+def _name_and_version(dist: Distribution) -> tuple[str, str]:
+    # ``dist.name`` and ``dist.version`` each parse the distribution's METADATA file again; the
+    # entry points of one ``entry_points()`` call share their distribution object, so one parse
+    # serves every plugin it provides.
+    metadata = dist.metadata
+    return str(metadata["Name"]), str(metadata["Version"])
+
+
 def _info(ep: EntryPoint, kind: str) -> PluginInfo:
-    dist = ep.dist
-    return PluginInfo(
-        name=ep.name,
-        kind=kind,
-        value=ep.value,
-        distribution=dist.name if dist is not None else "?",
-        version=dist.version if dist is not None else "?",
-    )
+    name, version = _name_and_version(ep.dist) if ep.dist is not None else ("?", "?")
+    return PluginInfo(name=ep.name, kind=kind, value=ep.value, distribution=name, version=version)
 
 
 def _local_info(name: str, kind: str) -> PluginInfo:
@@ -266,6 +288,8 @@ def plugin_versions() -> dict[str, str]:
 
 def reset() -> None:
     """Forget cached metadata and loads (after installing a plugin in the same process)."""
+    _all_entry_points.cache_clear()
+    _name_and_version.cache_clear()
     for reg in REGISTRIES.values():
         reg._infos = None
         reg._loaded.clear()

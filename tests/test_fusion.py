@@ -157,6 +157,33 @@ def test_each_row_fuses_its_own_image(loaded: LoadedVLM, name: str) -> None:
         )
 
 
+def test_cross_attention_image_keys_values_are_computed_once_per_generate(
+    tiny_llava: LoadedVLM,
+) -> None:
+    model, _ = _with_adapter(tiny_llava, "cross_attention", **ADAPTERS["cross_attention"])
+    _open_gates(model)
+    blocks = [m for n, m in model.named_modules() if n.endswith("mmrl_xattn")]
+    kv_calls: list[int] = []
+    for block in blocks:
+        block.attn.to_kv.register_forward_hook(lambda *_: kv_calls.append(1))
+    red, blue = (
+        _inputs(tiny_llava, rows=2),
+        dict(build_inputs(tiny_llava, _images()[::-1], QUESTIONS)),
+    )
+    _generate(model, red)
+    cached_blue = _generate(model, blue)
+    # 2 blocks, 2 calls: only the prefills project the images (5 new tokens = 1 prefill + 4 steps).
+    assert len(kv_calls) == 2 * 2
+    for block in blocks:
+        block.cache_image_kv = False
+    kv_calls.clear()
+    recomputed_blue = _generate(model, blue)
+    assert len(kv_calls) == 2 * 5
+    # Same ops on the same image tokens, so exact: and the second call's cache held blue, not red.
+    assert torch.equal(cached_blue.sequences, recomputed_blue.sequences)
+    assert torch.equal(torch.stack(cached_blue.scores), torch.stack(recomputed_blue.scores))
+
+
 def test_text_only_forward_after_generation_ignores_old_images(tiny_llava: LoadedVLM) -> None:
     model, _ = _with_adapter(tiny_llava, "cross_attention")
     _open_gates(model)

@@ -213,6 +213,17 @@ def test_batches_are_left_padded(loaded: LoadedVLM) -> None:
     assert short[-1] == long[-1] == token_id("<|assistant|>")  # every prompt ends where it starts
 
 
+def test_repeated_prompts_build_the_same_rows_as_distinct_calls(loaded: LoadedVLM) -> None:
+    # Each distinct prompt is templated once per batch; every row must still be its own prompt.
+    prompts = ["move", "what color is the shape ?", "move"]
+    images = [*_images(2), _images(1)[0]]
+    batched = build_inputs(loaded, images, prompts)
+    for row, (image, prompt) in enumerate(zip(images, prompts, strict=True)):
+        alone = build_inputs(loaded, [image], [prompt])
+        keep = batched["attention_mask"][row].bool()
+        assert batched["input_ids"][row][keep].tolist() == alone["input_ids"][0].tolist()
+
+
 def test_generated_ids_are_new_vocabulary_words(loaded: LoadedVLM) -> None:
     inputs = build_inputs(loaded, _images(1), ["what color is the shape ?"])
     new_ids = generate_ids(loaded, inputs, max_new_tokens=5)

@@ -245,3 +245,27 @@ def test_public_api_resolves_lazily() -> None:
         assert getattr(mmrl_harness, name) is not None, name
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         _ = mmrl_harness.nope
+
+
+def test_entry_points_are_read_once_and_reset_rereads_them(plugin_site: Path) -> None:
+    # Listing reads the installed entry points once for every kind (a cache); a plugin installed
+    # afterwards shows up only after reset(), as documented.
+    out = run_python(
+        plugin_site,
+        """
+        import os, sys
+        site = os.environ["PYTHONPATH"]
+        sys.path.remove(site)
+        from mmrl_harness import registry
+        before = registry.get_registry("architectures").names()
+        sys.path.insert(0, site)
+        cached = registry.get_registry("architectures").names()
+        registry.reset()
+        after = registry.get_registry("architectures").names()
+        versions = registry.plugin_versions()
+        print("BEFORE", "good_arch" in before, "CACHED", "good_arch" in cached,
+              "AFTER", "good_arch" in after, versions.get("mmrl-throwaway-plugins"))
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "BEFORE False CACHED False AFTER True 0.3.1" in out.stdout

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from mmrl_harness.train import TrainConfigError, load_train_config, train_config_from_dict
-from mmrl_harness.train.checkpoints import last_checkpoint, set_aside_incomplete
+from mmrl_harness.train.checkpoints import last_checkpoint, prune_incomplete
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,20 +94,22 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 
 # -- checkpoints -----------------------------------------------------------------------------
-def test_resume_skips_and_sets_aside_a_half_written_checkpoint(tmp_path: Path) -> None:
+def test_resume_deletes_half_written_checkpoints_and_skips_them(tmp_path: Path) -> None:
     for step, complete in ((2, True), (4, True), (6, False)):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         if complete:
             (folder / "trainer_state.json").write_text("{}")
+    (tmp_path / ".tmp-checkpoint-8").mkdir()
+    (tmp_path / "incomplete-checkpoint-3").mkdir()  # set aside by an older harness
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
-    moved = set_aside_incomplete(tmp_path)
-    assert moved == [tmp_path / "incomplete-checkpoint-6"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint-2",
-        "checkpoint-4",
-        "incomplete-checkpoint-6",
+    removed = prune_incomplete(tmp_path)
+    assert sorted(p.name for p in removed) == [
+        ".tmp-checkpoint-8",
+        "checkpoint-6",
+        "incomplete-checkpoint-3",
     ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-4"]
 
 
 def _checkpoint_is_intact(checkpoint: Path) -> None:
@@ -135,21 +137,50 @@ def _train_in_process(tmp_path: Path, **fields: Any) -> Any:
 def test_nan_reward_stops_with_the_episode_named_and_the_checkpoint_intact(
     tmp_path: Path,
 ) -> None:
+    import gymnasium
+
+    from mmrl_harness.envs.shapes import ColorShapeEnv
     from mmrl_harness.train import RewardError
 
-    _train_in_process(tmp_path, max_steps=2, eval={"enabled": False})
-    nan_task = {
-        **SMALL_RUN["task_overrides"],
-        "reward.offset": math.nan,  # right or wrong answers
-        "invalid_action.penalty": math.nan,  # answers that are no colour
-    }
+    marker = tmp_path / "run" / "checkpoint-2" / "manifest.json"
+
+    class NanScorer(ColorShapeEnv):
+        # A reward that turns NaN once checkpoint-2 is written (resume refuses a changed task).
+        def step(self, action: Any) -> Any:
+            observation, reward, terminated, truncated, info = super().step(action)
+            return observation, math.nan if marker.exists() else reward, terminated, truncated, info
+
+    gymnasium.register("mmrl_test/NanScorer-v0", entry_point=NanScorer)
+    # Invalid answers (most, from an untrained model) play the fallback action, so every
+    # completion reaches the env's step.
+    fallback = {"policy": "repeat_last", "fallback_action": "red"}
+    task_file = _single_turn_task(
+        tmp_path, "nan_scorer", "mmrl_test/NanScorer-v0", invalid_action=fallback
+    )
     with pytest.raises(RewardError) as err:
-        _train_in_process(tmp_path, task_overrides=nan_task)  # resumes at step 2, fails at 3
+        _train_in_process(tmp_path / "run", task=str(task_file), task_overrides={})
     message = str(err.value)
     assert "the reward is nan" in message
-    assert "task 'color_shape'" in message and "seed " in message and "completion " in message
-    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-2"]
-    _checkpoint_is_intact(tmp_path / "checkpoint-2")
+    assert "task 'nan_scorer'" in message and "seed " in message and "completion " in message
+    assert [p.name for p in (tmp_path / "run").glob("checkpoint-*")] == ["checkpoint-2"]
+    _checkpoint_is_intact(tmp_path / "run" / "checkpoint-2")
+
+
+def _single_turn_task(tmp_path: Path, name: str, env: str, **fields: Any) -> Path:
+    task_file = tmp_path / f"{name}.yaml"
+    task_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "kind": "single_turn",
+                "env": env,
+                "env_kwargs": {"image_size": 32, "question": "color", "colors": ["red", "green"]},
+                "prompt": "{text}",
+                **fields,
+            }
+        )
+    )
+    return task_file
 
 
 def test_raising_reward_stops_with_the_episode_named_and_the_checkpoint_intact(
@@ -170,18 +201,7 @@ def test_raising_reward_stops_with_the_episode_named_and_the_checkpoint_intact(
             return super().reset(*args, **kwargs)
 
     gymnasium.register("mmrl_test/BrokenScorer-v0", entry_point=BrokenScorer)
-    task_file = tmp_path / "broken.yaml"
-    task_file.write_text(
-        yaml.safe_dump(
-            {
-                "name": "broken_scorer",
-                "kind": "single_turn",
-                "env": "mmrl_test/BrokenScorer-v0",
-                "env_kwargs": {"image_size": 32, "question": "color", "colors": ["red", "green"]},
-                "prompt": "{text}",
-            }
-        )
-    )
+    task_file = _single_turn_task(tmp_path, "broken_scorer", "mmrl_test/BrokenScorer-v0")
     with pytest.raises(RewardError) as err:
         _train_in_process(tmp_path / "run", task=str(task_file), task_overrides={})
     message = str(err.value)

@@ -32,12 +32,27 @@ class Attention(nn.Module):
         self, x: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``x`` (batch, queries, query_dim) attends to ``context`` (batch, keys, context_dim)."""
+        k, v = self.keys_values(context)
+        return self.attend(x, k, v, context_valid)
+
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head keys and values ``(batch, heads, keys, head_dim)`` of ``context``."""
+        batch, keys, _ = context.shape
+        head_dim = self.width // self.heads
+        k, v = self.to_kv(context).view(batch, keys, 2, self.heads, head_dim).unbind(dim=2)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def attend(
+        self,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        context_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x`` attends to keys/values from ``keys_values``; ``context_valid`` masks padding."""
         batch, queries, _ = x.shape
-        keys = context.shape[1]
         head_dim = self.width // self.heads
         q = self.to_q(x).view(batch, queries, self.heads, head_dim).transpose(1, 2)
-        k, v = self.to_kv(context).view(batch, keys, 2, self.heads, head_dim).unbind(dim=2)
-        k, v = k.transpose(1, 2), v.transpose(1, 2)
         mask = None
         has_keys = None
         if context_valid is not None:

@@ -13,8 +13,10 @@ that looks the child up at call time (so PEFT's trainable copy is the one that r
 layer's own weights keep their names).
 
 KV-cached ``generate()``: the image tokens are captured in the prefill forward and reused on every
-decode step of the same call (``image_context``), row for row with the batch. The image tokens
-carry no positions here, so Qwen2-VL's M-RoPE is unaffected.
+decode step of the same call (``image_context``), row for row with the batch; so are each block's
+image keys and values (``cache_image_kv``), which a decode step would otherwise recompute from the
+same images at every block. The image tokens carry no positions here, so Qwen2-VL's M-RoPE is
+unaffected.
 """
 
 from __future__ import annotations
@@ -64,12 +66,18 @@ class CrossAttentionOptions(FusionOptions):
     heads: int = Field(default=4, ge=1)
     #: Feed-forward expansion of the gated MLP; 0 leaves the MLP out.
     ff_mult: int = Field(default=2, ge=0)
+    #: Compute each block's image keys/values once per ``generate()`` call (at the prefill) and
+    #: reuse them on every decode step; False recomputes them at each step (the same numbers,
+    #: slower: kept to measure the difference, see benchmarks/fusion_decode.py).
+    cache_image_kv: bool = True
 
 
 class GatedCrossAttentionBlock(nn.Module):
     """One gated cross-attention (+ gated MLP) block, identity at initialisation."""
 
-    def __init__(self, hidden: int, width: int, heads: int, ff_mult: int) -> None:
+    def __init__(
+        self, hidden: int, width: int, heads: int, ff_mult: int, cache_image_kv: bool = True
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
         self.memory_norm = nn.LayerNorm(hidden)
@@ -78,16 +86,34 @@ class GatedCrossAttentionBlock(nn.Module):
         self.ff_norm = nn.LayerNorm(hidden) if ff_mult else None
         self.ff = FeedForward(hidden, ff_mult) if ff_mult else None
         self.ff_gate = zero_gate() if ff_mult else None
+        self.cache_image_kv = cache_image_kv
+
+    def image_keys_values(
+        self, memory: ImageMemory, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``memory``'s image tokens (from the prefill on decode steps)."""
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            return self.attn.keys_values(self.memory_norm(memory.tokens.to(dtype)))
+
+        return memory.reuse(self, compute) if self.cache_image_kv else compute()
 
     def forward(self, hidden: torch.Tensor, memory: ImageMemory) -> torch.Tensor:
         """``hidden`` (batch, seq, hidden) after reading its sample's image tokens."""
-        context = self.memory_norm(memory.tokens.to(hidden.dtype))
-        # Zero the whole update of image-less samples: text-only behaviour stays the LM's own.
-        keep = memory.has_image[:, None, None].to(hidden.dtype)
-        update = torch.tanh(self.attn_gate) * self.attn(self.norm(hidden), context, memory.valid)
-        hidden = hidden + keep * update
-        if self.ff is not None and self.ff_norm is not None and self.ff_gate is not None:
-            hidden = hidden + keep * torch.tanh(self.ff_gate) * self.ff(self.ff_norm(hidden))
+        k, v = self.image_keys_values(memory, hidden.dtype)
+        # With every sample holding the same number of image tokens (the usual batch) there is no
+        # padding to mask and no image-less sample to zero: skip both, they are whole-tensor ops.
+        valid = None if memory.full else memory.valid
+        attn_gate = torch.tanh(self.attn_gate)
+        ff_gate = torch.tanh(self.ff_gate) if self.ff_gate is not None else None
+        if not memory.full:
+            # Zero the whole update of image-less samples: text-only behaviour stays the LM's own.
+            keep = memory.has_image[:, None, None].to(hidden.dtype)
+            attn_gate = attn_gate * keep
+            ff_gate = ff_gate * keep if ff_gate is not None else None
+        hidden = hidden + attn_gate * self.attn.attend(self.norm(hidden), k, v, valid)
+        if self.ff is not None and self.ff_norm is not None and ff_gate is not None:
+            hidden = hidden + ff_gate * self.ff(self.ff_norm(hidden))
         return hidden
 
     def flops(self, image_tokens: int) -> tuple[int, int]:
@@ -165,7 +191,11 @@ class CrossAttentionFusion(FusionAdapter):
         for index in indices:
             layer = decoder_layers[index]
             block = GatedCrossAttentionBlock(
-                hidden, width, self.options.heads, self.options.ff_mult
+                hidden,
+                width,
+                self.options.heads,
+                self.options.ff_mult,
+                self.options.cache_image_kv,
             )
             layer.add_module(XATTN_ATTR, like_embedding(block, embed))
             ctx.handles.append(

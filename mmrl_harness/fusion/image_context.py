@@ -22,8 +22,9 @@ trainable copy runs (a closure over the module would keep calling the frozen ori
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -35,6 +36,8 @@ INPUT_FUSION_ATTR = "mmrl_fusion"
 #: Attribute of the inner VLM model holding its ``ImageContext``.
 CONTEXT_ATTR = "_mmrl_image_context"
 
+_T = TypeVar("_T")
+
 
 @dataclass
 class ImageMemory:
@@ -44,6 +47,25 @@ class ImageMemory:
     tokens: torch.Tensor
     #: ``(batch, max_image_tokens)``, True where a real image token is.
     valid: torch.Tensor
+    #: True when every sample has the same (non-zero) number of image tokens, so ``valid`` is all
+    #: True: attention can skip the key mask and blocks the per-sample "has an image" zeroing.
+    full: bool = False
+    #: Values derived from these tokens by a module (e.g. a block's image keys/values), see
+    #: ``reuse``. A new prefill builds a new ``ImageMemory``, so they never outlive their images.
+    derived: dict[nn.Module, Any] = field(default_factory=dict, repr=False)
+
+    def reuse(self, owner: nn.Module, compute: Callable[[], _T]) -> _T:
+        """``compute()`` once per memory and ``owner`` while gradients are off, else each call.
+
+        ``generate()`` runs without gradients: its decode steps then reuse what the prefill
+        computed from the images. With gradients every forward computes afresh, so autograd (and
+        gradient checkpointing's recomputation) always sees a graph built by the current weights.
+        """
+        if torch.is_grad_enabled():
+            return compute()
+        if owner not in self.derived:
+            self.derived[owner] = compute()
+        return self.derived[owner]  # type: ignore[no-any-return]
 
     @property
     def has_image(self) -> torch.Tensor:
@@ -66,7 +88,8 @@ def gather_image_tokens(embeds: torch.Tensor, image_mask: torch.Tensor) -> Image
     tokens = embeds.new_zeros(embeds.shape[0], width, embeds.shape[-1])
     tokens = tokens.index_put((rows, rank[rows, cols]), embeds[rows, cols])
     valid = torch.arange(width, device=embeds.device)[None, :] < counts[:, None]
-    return ImageMemory(tokens=tokens, valid=valid)
+    full = width > 0 and bool((counts == width).all())
+    return ImageMemory(tokens=tokens, valid=valid, full=full)
 
 
 def scatter_image_tokens(

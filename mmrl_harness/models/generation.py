@@ -38,10 +38,13 @@ def build_inputs(
     if not prompts:
         raise ValueError("build_inputs got no prompts; pass at least one (image, prompt) pair")
     processor = loaded.processor
-    texts = [
-        processor.apply_chat_template(user_turn(p), add_generation_prompt=True, tokenize=False)
-        for p in prompts
-    ]
+    # Rendering the chat template costs about a millisecond a row; rollouts repeat one question
+    # across the batch, so render each distinct prompt once.
+    templated = {
+        p: processor.apply_chat_template(user_turn(p), add_generation_prompt=True, tokenize=False)
+        for p in dict.fromkeys(prompts)
+    }
+    texts = [templated[p] for p in prompts]
     inputs = processor(
         images=list(images),
         text=texts,

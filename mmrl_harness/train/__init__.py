@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from mmrl_harness.results import EvalResults
+    from mmrl_harness.train.algorithms import Algorithm
     from mmrl_harness.train.config import TrainConfig
     from mmrl_harness.train.policy import PolicyModel
     from mmrl_harness.train.result import TrainResult
@@ -84,11 +85,19 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
     """
     from mmrl_harness.preflight import check_train_inputs
     from mmrl_harness.train.algorithms import load_algorithm
-    from mmrl_harness.train.policy import build_policy
+    from mmrl_harness.train.lock import output_dir_lock
 
     check_train_inputs(config)  # adapter, task, env id and action map, before the model loads
     algorithm = load_algorithm(config.algorithm)
     algorithm.check(config)  # a wrong task kind or batch size fails before the model is built
+    # A second run into the same output_dir fails here, before loading any model.
+    with output_dir_lock(config.output_dir):
+        return _train(config, algorithm, console)
+
+
+def _train(config: TrainConfig, algorithm: Algorithm, console: Console | None) -> TrainResult:
+    from mmrl_harness.train.policy import build_policy
+
     policy = build_policy(config)
     main = is_main_process()
     output_dir = Path(config.output_dir)

@@ -2,7 +2,8 @@
 
 TRL's ``GRPOTrainer`` already logs reward, reward_std, entropy, kl, clip ratios, num_tokens and
 step_time. ``RunMeters`` adds what the harness compares fusion strategies by: tokens/s, peak
-memory and the fusion adapter's coefficients/gates. Only the GRPO trainer uses these callbacks;
+memory and the fusion adapter's coefficients/gates; ``ManifestCallback`` writes each checkpoint's
+``manifest.json``. Only the GRPO trainer uses these callbacks;
 the episodic loop logs the same keys itself (``train/episodic/trainer.py:step_metrics``), so
 every run's log history has them whichever algorithm trained it.
 """
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 from mmrl_harness.metrics.cost import peak_memory_mib
+from mmrl_harness.train.checkpoints import fault_point
+from mmrl_harness.train.manifest import CheckpointManifest, write_manifest
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -141,3 +145,45 @@ class RichProgressCallback(TrainerCallback):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class ManifestCallback(TrainerCallback):
+    """Write ``manifest.json`` into each checkpoint TRL's Trainer has just saved.
+
+    ``on_save`` runs after the Trainer has written the whole ``checkpoint-<step>`` folder
+    (``trainer_state.json`` last) and rotated old ones, so the manifest, written last, marks the
+    checkpoint complete and hashes its final files. Main process only (``is_world_process_zero``):
+    one writer per folder. Also hosts the ``MMRL_FAULT_AT`` test hook (``checkpoints.fault_point``).
+    """
+
+    def __init__(self, template: CheckpointManifest) -> None:
+        self.template = template
+
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        # Before the Trainer saves this step's checkpoint: the weights moved, nothing saved.
+        fault_point("after-update", state.global_step)
+
+    def on_save(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        from accelerate import PartialState
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        # Sharded engines write a file per process: all of them exist before any is hashed.
+        PartialState().wait_for_everyone()
+        if not state.is_world_process_zero:
+            return
+
+        folder = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        fault_point("checkpoint-write", state.global_step)
+        write_manifest(folder, self.template, state.global_step)

@@ -186,6 +186,13 @@ class TrainConfig(_Strict):
     resume: bool = Field(
         True, description="continue from the last checkpoint in output_dir if one exists"
     )
+    allow_config_change: bool = Field(
+        False,
+        description="on resume, accept a config that differs from the checkpoint's in safe "
+        "fields only (max_steps, save_steps, save_total_limit, logging_steps, report_to, eval, "
+        "episodic eval/stop cadence); model, fusion, LoRA, task, algorithm, seed, learning "
+        "rate and the rest are always refused",
+    )
     max_steps: int = Field(100, ge=1, description="optimizer steps to train for")
     learning_rate: float = Field(
         1e-4, gt=0, description="peak learning rate (grpo: TRL's AdamW; episodic: Adam, eps 1e-5)"

@@ -25,10 +25,17 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from mmrl_harness.tasks.files import Problem
-from mmrl_harness.train.callbacks import RichProgressCallback, RunMeters
-from mmrl_harness.train.checkpoints import last_checkpoint, list_checkpoints, set_aside_incomplete
+from mmrl_harness.train.callbacks import ManifestCallback, RichProgressCallback, RunMeters
+from mmrl_harness.train.checkpoints import (
+    check_resume_config,
+    last_checkpoint,
+    refuse_existing_checkpoints,
+    resume_checkpoint,
+)
 from mmrl_harness.train.config import TrainConfig, TrainConfigError
 from mmrl_harness.train.distributed import is_main_process
+from mmrl_harness.train.lock import output_dir_lock
+from mmrl_harness.train.manifest import manifest_template, write_manifest
 from mmrl_harness.train.result import TrainingError, TrainResult
 
 if TYPE_CHECKING:
@@ -258,24 +265,25 @@ def grpo_task(config: TrainConfig) -> TaskDefinition:
 
 
 def _resume_checkpoint(config: TrainConfig, main_process: bool) -> Path | None:
+    """The intact checkpoint to resume from (``checkpoints.resume_checkpoint``), checked
+    against the run's config; None for a fresh run."""
     if not config.resume:
-        existing = list_checkpoints(config.output_dir)
-        if existing:
-            raise TrainConfigError(
-                None,
-                [
-                    Problem(
-                        "resume",
-                        f"resume is off but {config.output_dir} already holds "
-                        f"{', '.join(p.name for p in existing)}; a fresh run would mix with them",
-                        "resume: true (or --resume), another output_dir, or delete them",
-                    )
-                ],
-            )
+        refuse_existing_checkpoints(config)
         return None
-    if main_process:
-        set_aside_incomplete(config.output_dir)
-    return last_checkpoint(config.output_dir)
+    from accelerate import PartialState
+
+    checkpoint = resume_checkpoint(
+        config.output_dir,
+        main_process=main_process,
+        barrier=PartialState().wait_for_everyone,
+    )
+    if checkpoint is not None:
+        check_resume_config(checkpoint, config)
+    return checkpoint
+
+
+#: What ``trainer.save_model`` writes that ``mmrl eval --checkpoint <output_dir>`` reads.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def train_grpo(
@@ -285,11 +293,26 @@ def train_grpo(
     console: Console | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
-    """Fine-tune ``policy`` with GRPO on ``config.task`` (single-turn); resumes when it can."""
+    """Fine-tune ``policy`` with GRPO on ``config.task`` (single-turn); resumes when it can.
+
+    Holds ``output_dir``'s lock throughout (``lock.output_dir_lock``).
+    """
+    with output_dir_lock(config.output_dir):
+        return _train_grpo(config, policy, console=console, callbacks=callbacks)
+
+
+def _train_grpo(
+    config: TrainConfig,
+    policy: PolicyModel,
+    *,
+    console: Console | None,
+    callbacks: Sequence[TrainerCallback],
+) -> TrainResult:
     task = grpo_task(config)
     args = grpo_arguments(config, policy)
     main_process = is_main_process()
     resume_from = _resume_checkpoint(config, main_process)
+    manifest = manifest_template(config, policy)
     dataset = build_grpo_dataset(task, config.train_seeds.seeds())
     meters = RunMeters(policy.log_values)
     trainer = HarnessGRPOTrainer(
@@ -298,7 +321,12 @@ def train_grpo(
         args=args,
         train_dataset=dataset,
         processing_class=policy.loaded.processor,
-        callbacks=[_StartMeters(meters), RichProgressCallback(console), *callbacks],
+        callbacks=[
+            _StartMeters(meters),
+            RichProgressCallback(console),
+            ManifestCallback(manifest),
+            *callbacks,
+        ],
         meters=meters,
     )
     for default in (PrinterCallback, ProgressCallback):  # they print raw dicts / tqdm bars
@@ -308,6 +336,8 @@ def train_grpo(
     # The final adapter (LoRA + fusion modules + lm_head) beside the checkpoints, so
     # `mmrl eval --checkpoint <output_dir>` needs no step number.
     trainer.save_model(config.output_dir)
+    if trainer.is_world_process_zero():
+        write_manifest(config.output_dir, manifest, trainer.state.global_step, ADAPTER_FILES)
     return TrainResult(
         algorithm="grpo",
         output_dir=Path(config.output_dir),

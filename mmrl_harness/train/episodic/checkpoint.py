@@ -5,7 +5,8 @@ weights — LoRA, the fusion adapter's modules, ``lm_head`` when trained, the va
 optimizer, every process's RNG states) plus ``trainer_state.json`` (the update counter, the best
 evaluation so far, the run's wall time) and the PEFT adapter files (``adapter_config.json``,
 ``adapter_model.safetensors``), so ``PeftModel.from_pretrained`` — and ``mmrl eval --checkpoint``
-— load a checkpoint folder directly, as they load a TRL one.
+— load a checkpoint folder directly, as they load a TRL one; and, written last, ``manifest.json``
+(``train/manifest.py``: what the checkpoint holds and the sha256 of every file).
 
 It is written under a temporary name and renamed into place, so a run killed while saving (even
 by SIGKILL) leaves the previous checkpoint as the latest complete one. The frozen base weights
@@ -24,15 +25,30 @@ if TYPE_CHECKING:
     from torch import nn
 
 from mmrl_harness.train.checkpoints import COMPLETE_MARKER as STATE_FILE
-from mmrl_harness.train.checkpoints import list_checkpoints
-from mmrl_harness.train.result import TrainingError
+from mmrl_harness.train.checkpoints import (
+    TMP_PREFIX,
+    CheckpointError,
+    CorruptCheckpointError,
+    fault_point,
+    is_complete,
+    list_checkpoints,
+)
+from mmrl_harness.train.manifest import CheckpointManifest, write_manifest
 
 CHECKPOINT_PREFIX = "checkpoint-"
 BEST_DIR = "best"
 
-
-class CheckpointError(TrainingError):
-    """A checkpoint cannot be written or does not fit the run resuming from it."""
+__all__ = [
+    "BEST_DIR",
+    "CHECKPOINT_PREFIX",
+    "STATE_FILE",
+    "CheckpointError",
+    "copy_as_best",
+    "keep_trainable_only",
+    "load_checkpoint",
+    "save_checkpoint",
+    "trainable_names",
+]
 
 
 def trainable_names(model: nn.Module) -> set[str]:
@@ -70,25 +86,34 @@ def save_checkpoint(
     peft_model: nn.Module,
     *,
     keep_last: int | None,
+    manifest: CheckpointManifest | None = None,
 ) -> Path:
-    """Write ``checkpoint-<update>`` atomically (all processes call this); return its path."""
+    """Write ``checkpoint-<update>`` atomically (all processes call this); return its path.
+
+    ``manifest`` (a ``manifest_template``) is completed with the step and file hashes and
+    written last, just before the rename.
+    """
     root = Path(output_dir)
     final = root / f"{CHECKPOINT_PREFIX}{update}"
-    tmp = root / f".tmp-{CHECKPOINT_PREFIX}{update}"
+    tmp = root / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{update}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while saving
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's RNG file is written before it is hashed
     if accelerator.is_main_process:
         # Beside save_state's files, as in TRL checkpoints: `mmrl eval --checkpoint` loads it.
         peft_model.save_pretrained(str(tmp))  # type: ignore[operator]
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
+        fault_point("checkpoint-write", update)
+        if manifest is not None:
+            write_manifest(tmp, manifest, update)
         if final.exists():  # the same update saved before a crash and a resume
             shutil.rmtree(final)
         tmp.rename(final)
         if keep_last is not None:
-            complete = [p for p in list_checkpoints(root) if (p / STATE_FILE).is_file()]
+            complete = [p for p in list_checkpoints(root) if is_complete(p)]
             for old in complete[:-keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -131,8 +156,16 @@ def load_checkpoint(accelerator: Accelerator, model: nn.Module, path: str | Path
                 f"trainable weights (e.g. {missing[0]!r}); resume with the same model, fusion "
                 "adapter and LoRA settings, or pick a fresh output_dir"
             )
-    accelerator.load_state(str(path), strict=False)
-    return json.loads(state_file.read_text())  # type: ignore[no-any-return]
+    try:
+        accelerator.load_state(str(path), strict=False)
+        return json.loads(state_file.read_text())  # type: ignore[no-any-return]
+    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        # Not the loader's own text: torch's suggests weights_only=False, which would execute
+        # whatever a corrupt or foreign file holds.
+        raise CheckpointError(
+            f"cannot load checkpoint {str(path)!r} ({type(err).__name__} while reading its "
+            "files): it is truncated or corrupt; delete it to resume from the previous one"
+        ) from None
 
 
 def _saved_keys(path: Path) -> set[str] | None:
@@ -141,5 +174,10 @@ def _saved_keys(path: Path) -> set[str] | None:
         return None  # a sharded engine's format: its loader checks its own keys
     from safetensors import safe_open
 
-    with safe_open(str(file), framework="pt") as handle:
-        return {_unwrapped(k) for k in handle.keys()}  # noqa: SIM118 (safe_open is no dict)
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return {_unwrapped(k) for k in handle.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except Exception as err:  # SafetensorError derives from Exception only
+        raise CorruptCheckpointError(
+            file, f"not a readable safetensors file ({type(err).__name__}): truncated or corrupt"
+        ) from None

@@ -110,3 +110,23 @@ def log_update(accelerator: Accelerator, config: TrainConfig, metrics: dict[str,
         shown = [f"update {step}/{config.max_steps}"]
         shown += [f"{k} {metrics[k]:.3g}" for k in _SHOWN if k in metrics]
         accelerator.print(" | ".join(shown))
+
+
+def trim_metrics(output_dir: str | Path, last_step: int) -> int:
+    """Keep only the rows of ``output_dir/metrics.jsonl`` up to ``last_step`` (a resumed run
+    logs the later updates again); a line cut short by a kill is dropped. Returns rows kept."""
+    path = Path(output_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and int(row.get("step", 0)) <= last_step:
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{METRICS_FILE}.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
+    return len(kept)

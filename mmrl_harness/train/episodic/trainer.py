@@ -11,7 +11,8 @@ images, so this loop is the harness's own, on Accelerate and PEFT. It reads like
    (frame, prompt, answer) turns and step Adam on the clipped objective - entropy bonus
    (+ the algorithm's loss terms, + KL to the LoRA-disabled reference when ``kl_coef > 0``);
 4. ``log_step`` — metrics gathered across processes, greedy evaluation every ``eval_every``;
-5. ``save_step`` — a checkpoint every ``save_steps``, on a new best, and at the end.
+5. ``save_step`` — a checkpoint every ``save_steps``, on a new best, and at the end; the
+   episodes in progress end there (bootstrapped), so a resumed run replays exactly.
 
 Dropout stays off (the model is kept in eval mode): with it, the importance ratio of a turn
 would be noise even before the weights move.
@@ -28,7 +29,13 @@ import numpy as np
 import torch
 
 from mmrl_harness.metrics.cost import peak_memory_mib
-from mmrl_harness.train.checkpoints import last_checkpoint
+from mmrl_harness.train.checkpoints import (
+    check_resume_config,
+    fault_point,
+    last_checkpoint,
+    refuse_existing_checkpoints,
+    resume_checkpoint,
+)
 from mmrl_harness.train.episodic.checkpoint import (
     BEST_DIR,
     STATE_FILE,
@@ -43,6 +50,7 @@ from mmrl_harness.train.episodic.metrics import (
     greedy_success_rate,
     log_update,
     reduce_sum,
+    trim_metrics,
     update_metrics,
 )
 from mmrl_harness.train.episodic.policy import (
@@ -54,6 +62,8 @@ from mmrl_harness.train.episodic.policy import (
 )
 from mmrl_harness.train.episodic.rollout import EnvPool, EpisodeError, Rollout
 from mmrl_harness.train.episodic.update import optimize
+from mmrl_harness.train.lock import output_dir_lock
+from mmrl_harness.train.manifest import CheckpointManifest, manifest_template
 from mmrl_harness.train.result import TrainResult
 
 if TYPE_CHECKING:
@@ -110,6 +120,7 @@ class EpisodicRun:
     pool: EnvPool
     spec: PolicySpec
     out: EpisodicTrainResult
+    manifest: CheckpointManifest | None = None  # the main process's template for checkpoints
     best: float | None = None
     elapsed: float = 0.0  # wall seconds of the earlier sessions of a resumed run
     started: float = 0.0  # perf_counter of the run's start, earlier sessions included
@@ -124,13 +135,21 @@ def train_episodic(
 ) -> EpisodicTrainResult:
     """Train ``policy`` on ``config.task`` with ``algorithm`` (default: ``config.algorithm``).
 
-    Resumes from the last checkpoint in ``output_dir`` when ``config.resume``. Without an
-    ``accelerator`` one is made from the config (``make_accelerator``).
+    Resumes from the last intact checkpoint in ``output_dir`` when ``config.resume``; holds
+    ``output_dir``'s lock throughout. Without an ``accelerator`` one is made from the config
+    (``make_accelerator``).
     """
     algorithm = algorithm if algorithm is not None else _episodic_algorithm(config.algorithm)
     algorithm.check(config)
-    run = setup(config, policy, algorithm, accelerator)
-    resume(run)
+    with output_dir_lock(config.output_dir):
+        run = setup(config, policy, algorithm, accelerator)
+        resume(run)
+        return _train_loop(run)
+
+
+def _train_loop(run: EpisodicRun) -> EpisodicTrainResult:
+    """Updates from the one after ``run.out.global_step`` to ``max_steps`` (or a stop)."""
+    config, algorithm = run.config, run.algorithm
     session_start = time.perf_counter()
     run.started = session_start - run.elapsed  # the run's clock continues across resumes
     try:
@@ -153,6 +172,7 @@ def train_episodic(
             )
             metrics = step_metrics(run, rollout, stats, update, step_start, step_cpu, rollout_time)
             success, improved = log_step(run, update, metrics)
+            fault_point("after-update", update)
             stop = success is not None and success >= (run.opts.stop_at_success or 2.0)
             save_step(run, update, improved=improved, stop=stop)
             if stop:
@@ -209,6 +229,7 @@ def setup(
         config.max_new_tokens,
     )
     out = EpisodicTrainResult(config.algorithm, Path(config.output_dir), 0, 0.0)
+    manifest = manifest_template(config, policy) if accelerator.is_main_process else None
     return EpisodicRun(
         config,
         opts,
@@ -223,17 +244,34 @@ def setup(
         pool,
         spec,
         out,
+        manifest,
     )
 
 
 def resume(run: EpisodicRun) -> None:
-    """Continue from the last checkpoint in ``output_dir`` (when ``resume``): weights, Adam,
-    RNG states, the update count, the best evaluation and the run's wall time so far."""
-    config, out = run.config, run.out
-    checkpoint = last_checkpoint(config.output_dir) if config.resume else None
+    """Continue from the last intact checkpoint in ``output_dir`` (when ``resume``): weights,
+    Adam, RNG states, the update count, the best evaluation and the run's wall time so far.
+
+    Half-written checkpoints are deleted and a corrupt one is skipped (``resume_checkpoint``); a
+    checkpoint of another config is refused (``check_resume_config``); ``metrics.jsonl`` is cut
+    back to the resumed update, so no update is logged twice.
+    """
+    config, out, accelerator = run.config, run.out, run.accelerator
+    checkpoint = None
+    if not config.resume:
+        refuse_existing_checkpoints(config)
+    else:
+        checkpoint = resume_checkpoint(
+            config.output_dir,
+            main_process=accelerator.is_main_process,
+            barrier=accelerator.wait_for_everyone,
+        )
     if checkpoint is None:
+        if accelerator.is_main_process:
+            trim_metrics(config.output_dir, 0)  # rows of a run killed before its first save
         return
-    state = load_checkpoint(run.accelerator, run.model, checkpoint)
+    check_resume_config(checkpoint, config)
+    state = load_checkpoint(accelerator, run.model, checkpoint)
     if state.get("algorithm") != config.algorithm:
         raise CheckpointError(
             f"{checkpoint} was written by algorithm {state.get('algorithm')!r}, not "
@@ -242,7 +280,9 @@ def resume(run: EpisodicRun) -> None:
     out.global_step, run.best = state["update"], state["best_success_rate"]
     out.best_success_rate, run.elapsed = run.best, state["wall_time_s"]
     out.resumed_from = out.last_checkpoint = out.policy_checkpoint = checkpoint
-    run.accelerator.print(f"resumed from {checkpoint} at update {out.global_step}")
+    if accelerator.is_main_process:
+        trim_metrics(config.output_dir, out.global_step)
+    accelerator.print(f"resumed from {checkpoint} at update {out.global_step}")
 
 
 def update_rngs(run: EpisodicRun, update: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -325,7 +365,15 @@ def log_step(run: EpisodicRun, update: int, metrics: dict[str, float]) -> tuple[
 
 
 def save_step(run: EpisodicRun, update: int, *, improved: bool, stop: bool) -> None:
-    """Checkpoint every ``save_steps``, at the end, on a new best (copied to ``best``)."""
+    """Checkpoint every ``save_steps``, at the end, on a new best (copied to ``best``); then end
+    the episodes in progress.
+
+    A checkpoint cannot hold the environments (their states are not generally picklable), so
+    every run — interrupted or not — starts fresh episodes after each checkpoint, seeded by the
+    next update's generator: a run resumed from it replays the uninterrupted one exactly. The
+    cut episodes were already bootstrapped from the value head (``next_values``), as any
+    rollout's unfinished episode is.
+    """
     config, out = run.config, run.out
     if not (update % config.save_steps == 0 or update == config.max_steps or improved or stop):
         return
@@ -343,7 +391,9 @@ def save_step(run: EpisodicRun, update: int, *, improved: bool, stop: bool) -> N
         state,
         run.policy.peft_model,
         keep_last=config.save_total_limit,
+        manifest=run.manifest,
     )
+    run.pool.observations = [None] * len(run.pool)  # collect_steps resets them, update-seeded
     if improved and run.opts.keep_best:
         out.best_checkpoint = copy_as_best(run.accelerator, out.last_checkpoint)
 
