@@ -94,6 +94,7 @@ def run(algorithm: str, seed: int, updates: int, eval_every: int, workdir: Path)
     config = train_config_from_dict(
         {
             "model": "tiny-llava",
+            "lora": {"target_modules": "all-linear"},  # as examples/ppo_numberline_tiny.yaml
             "task": "numberline",
             "task_overrides": TASK_OVERRIDES,
             "algorithm": algorithm,

@@ -27,6 +27,7 @@ from typing import Any
 
 RUN: dict[str, Any] = {
     "model": "tiny-llava",
+    "lora": {"target_modules": "all-linear"},  # what the plain script's LoraConfig says too
     "task": "color_shape",
     "task_overrides": {
         "env_kwargs.image_size": 32,

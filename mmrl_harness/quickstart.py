@@ -26,6 +26,9 @@ TINY_BY_FAMILY = {"llava": "tiny-llava", "qwen2_vl": "tiny-qwen2-vl"}
 #: The run, as in examples/grpo_color_tiny.yaml (measured settings: see docs/training.md).
 QUICKSTART_CONFIG: dict[str, Any] = {
     "fusion": {"name": "concat"},
+    # The tiny model is random end to end, so its vision tower and projector must learn too:
+    # LoRA on every linear layer, not the default (the language model's layers only).
+    "lora": {"target_modules": "all-linear"},
     "task": "color_shape",
     "task_overrides": {
         "env_kwargs.image_size": 32,

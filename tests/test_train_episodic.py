@@ -43,6 +43,8 @@ def _config(tmp_path: Path, algorithm: str = "ppo", **overrides: Any) -> Any:
     episodic.update(overrides.pop("episodic", {}))
     data = {
         "model": "tiny-llava",
+        # Random end to end, like examples/ppo_numberline_tiny.yaml: the vision tower must learn.
+        "lora": {"target_modules": "all-linear"},
         "task": "numberline",
         "task_overrides": SHORT_LINE,
         "algorithm": algorithm,

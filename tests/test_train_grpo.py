@@ -41,6 +41,8 @@ def _one_thread() -> Any:
 def _config(tmp_path: Path, **fields: Any) -> Any:
     base: dict[str, Any] = {
         "model": "tiny-llava",
+        # Random end to end, like examples/grpo_color_tiny.yaml: the vision tower must learn too.
+        "lora": {"target_modules": "all-linear"},
         "task": "color_shape",
         "task_overrides": COLOR_TASK,
         "output_dir": str(tmp_path / "run"),

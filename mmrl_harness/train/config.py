@@ -70,9 +70,12 @@ class LoraSpec(_Strict):
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA input")
     target_modules: str | list[str] = Field(
-        "all-linear",
-        description="module names (or suffixes) that get LoRA, or 'all-linear' for every "
-        "linear layer except the output layer",
+        # The literal of fusion.lora.LANGUAGE_MODEL: this module must not import torch or PEFT.
+        "language-model",
+        description="which layers get LoRA: language-model (every linear layer of the language "
+        "model; vision tower and projector frozen), all-linear (every linear layer except the "
+        "output layer, vision tower included: what randomly initialised tiny models need), or "
+        "module names (or suffixes), or a PEFT regex",
     )
     train_lm_head: bool = Field(
         True,

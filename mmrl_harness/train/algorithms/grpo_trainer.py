@@ -53,22 +53,30 @@ class RewardError(TrainingError):
 
 # -- data ------------------------------------------------------------------------------------
 def build_grpo_dataset(task: TaskDefinition, seeds: Sequence[int]) -> Dataset:
-    """One row per seed: ``prompt`` (a conversation with an image placeholder), ``image``, ``seed``."""
+    """One row per seed: ``prompt`` (a conversation with an image placeholder), ``image``, ``seed``.
+
+    Each frame is encoded (PNG, as ``datasets`` stores images anyway) as soon as it is drawn:
+    holding 1000 decoded 224 px frames until the table is built cost ~150 MiB of resident memory
+    that the process never gave back.
+    """
     from datasets import Dataset
+    from datasets import Image as ImageFeature
 
     from mmrl_harness.models.generation import user_turn
     from mmrl_harness.tasks.gym_task import make_task_env
 
     env = make_task_env(task)
+    encode = ImageFeature().encode_example
     prompts, images = [], []
     try:
         for seed in seeds:
             observation = env.reset(seed=seed)
             prompts.append(user_turn(observation.text))
-            images.append(observation.to_pil())
+            images.append(encode(observation.to_pil()))
     finally:
         env.close()
-    return Dataset.from_dict({"prompt": prompts, "image": images, "seed": list(seeds)})
+    table = Dataset.from_dict({"prompt": prompts, "image": images, "seed": list(seeds)})
+    return table.cast_column("image", ImageFeature())
 
 
 def _completion_text(completion: Any) -> str:
