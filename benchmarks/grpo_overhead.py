@@ -44,7 +44,7 @@ RUN: dict[str, Any] = {
 }
 
 
-def _step_timer() -> Any:
+def step_timer() -> Any:
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -74,7 +74,7 @@ def worker_harness(data_dir: str, output_dir: str, steps: int) -> list[float]:
     from mmrl_harness.train.algorithms.grpo_trainer import train_grpo
 
     config = _config(output_dir, steps)
-    timer = _step_timer()
+    timer = step_timer()
     train_grpo(config, build_policy(config), callbacks=[timer])
     return [b - a for a, b in zip(timer.marks, timer.marks[1:], strict=False)]
 
@@ -103,7 +103,7 @@ def worker_plain(data_dir: str, output_dir: str, steps: int) -> list[float]:
         r=8, lora_alpha=16, target_modules="all-linear", modules_to_save=["lm_head"],
         task_type="CAUSAL_LM",
     )  # fmt: skip
-    timer = _step_timer()
+    timer = step_timer()
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward,

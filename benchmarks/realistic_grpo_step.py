@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# The same step clock as the tiny comparison (run as a script, this folder is on sys.path).
+from grpo_overhead import step_timer
+
 SIDES = ("harness-old", "harness-new", "plain")
 IMAGE_SIZE = 224
 RUN: dict[str, Any] = {
@@ -108,22 +111,6 @@ def build_model(folder: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _step_timer() -> Any:
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self.marks: list[float] = []
-
-        def on_train_begin(self, *args: Any, **kwargs: Any) -> None:
-            self.marks.append(time.perf_counter())
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            self.marks.append(time.perf_counter())
-
-    return StepTimer()
-
-
 def _config(side: str, model_dir: str, output_dir: str, steps: int) -> Any:
     from mmrl_harness.train import train_config_from_dict
 
@@ -145,7 +132,7 @@ def worker_harness(side: str, meta: dict[str, Any], output_dir: str, steps: int)
     from mmrl_harness.train.algorithms.grpo_trainer import train_grpo
 
     config = _config(side, meta["model_dir"], output_dir, steps)
-    timer = _step_timer()
+    timer = step_timer()
     train_grpo(config, build_policy(config), callbacks=[timer])
     return [b - a for a, b in zip(timer.marks, timer.marks[1:], strict=False)]
 
@@ -170,7 +157,7 @@ def worker_plain(meta: dict[str, Any], data_dir: str, output_dir: str) -> list[f
         r=8, lora_alpha=16, target_modules=meta["target_modules"], modules_to_save=["lm_head"],
         task_type="CAUSAL_LM",
     )  # fmt: skip
-    timer = _step_timer()
+    timer = step_timer()
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=reward,

@@ -84,6 +84,23 @@ class PluginInfo:
         )
 
 
+def require_concrete_subclass(obj: Any, base: type, info: PluginInfo, kind: str) -> None:
+    """Raise ``PluginValidationError`` unless ``obj`` is a subclass of ``base`` with no abstract
+    methods left (the check every class-valued plugin kind starts with)."""
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise PluginValidationError(
+            f"{kind} plugin {info.name!r} from {info.distribution} {info.version} must be a "
+            f"subclass of {base.__module__}.{base.__qualname__}, got {obj!r}"
+        )
+    abstract = getattr(obj, "__abstractmethods__", None)
+    if abstract:
+        missing = ", ".join(sorted(abstract))
+        raise PluginValidationError(
+            f"{kind} plugin {info.name!r} from {info.distribution} {info.version} does not "
+            f"implement {missing}"
+        )
+
+
 def _disabled() -> set[str]:
     raw = os.environ.get(DISABLE_ENV, "")
     return {item.strip() for item in raw.split(",") if item.strip()}

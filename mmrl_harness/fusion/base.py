@@ -30,7 +30,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mmrl_harness.errors import MMRLError
 from mmrl_harness.models.anatomy import Anatomy, anatomy_for, get_submodule
-from mmrl_harness.registry import PLUGIN_API_VERSION, PluginInfo, PluginValidationError
+from mmrl_harness.registry import (
+    PLUGIN_API_VERSION,
+    PluginInfo,
+    PluginValidationError,
+    require_concrete_subclass,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -217,17 +222,7 @@ def attach_fusion(model: nn.Module, name: str, **options: Any) -> FusionAdapter:
 
 def validate_plugin(obj: Any, info: PluginInfo) -> None:
     """Registry check: a fusion plugin must be a concrete ``FusionAdapter`` subclass with a name."""
-    if not (isinstance(obj, type) and issubclass(obj, FusionAdapter)):
-        raise PluginValidationError(
-            f"fusion plugin {info.name!r} from {info.distribution} {info.version} must be a "
-            f"subclass of mmrl_harness.fusion.base.FusionAdapter, got {obj!r}"
-        )
-    if getattr(obj, "__abstractmethods__", None):
-        missing = ", ".join(sorted(obj.__abstractmethods__))
-        raise PluginValidationError(
-            f"fusion plugin {info.name!r} from {info.distribution} {info.version} does not "
-            f"implement {missing}"
-        )
+    require_concrete_subclass(obj, FusionAdapter, info, "fusion")
     if not obj.name:
         raise PluginValidationError(
             f"fusion plugin {info.name!r} from {info.distribution} {info.version}: "

@@ -15,7 +15,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mmrl_harness.registry import PLUGIN_API_VERSION, PluginInfo, PluginValidationError
+from mmrl_harness.registry import (
+    PLUGIN_API_VERSION,
+    PluginInfo,
+    PluginValidationError,
+    require_concrete_subclass,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -73,17 +78,7 @@ def load_algorithm(name: str) -> Algorithm:
 
 def validate_plugin(obj: Any, info: PluginInfo) -> None:
     """Registry check: an algorithm plugin must be a concrete ``Algorithm`` subclass."""
-    if not (isinstance(obj, type) and issubclass(obj, Algorithm)):
-        raise PluginValidationError(
-            f"algorithm plugin {info.name!r} from {info.distribution} {info.version} must be a "
-            f"subclass of mmrl_harness.train.algorithms.Algorithm, got {obj!r}"
-        )
-    if getattr(obj, "__abstractmethods__", None):
-        missing = ", ".join(sorted(obj.__abstractmethods__))
-        raise PluginValidationError(
-            f"algorithm plugin {info.name!r} from {info.distribution} {info.version} does not "
-            f"implement {missing}"
-        )
+    require_concrete_subclass(obj, Algorithm, info, "algorithm")
     if obj.options_field not in OPTIONS_FIELDS:
         raise PluginValidationError(
             f"algorithm plugin {info.name!r} sets options_field = {obj.options_field!r}; use "
