@@ -117,9 +117,20 @@ def worker_plain(data_dir: str, output_dir: str, steps: int) -> list[float]:
     return [b - a for a, b in zip(timer.marks, timer.marks[1:], strict=False)]
 
 
+def save_rows_with_answers(task: Any, dataset: Any, folder: Path) -> None:
+    """The plain-TRL side's training rows: the harness's prompts plus each seed's oracle answer."""
+    from mmrl_harness.tasks import make_task_env
+
+    env = make_task_env(task)
+    answers = []
+    for seed in dataset["seed"]:
+        env.reset(seed=seed)
+        answers.append(env.oracle())
+    dataset.add_column("answer", answers).save_to_disk(str(folder))
+
+
 def prepare(data_dir: Path, steps: int) -> None:
     """The shared rows (with the answer for the plain reward) and the exact GRPOConfig values."""
-    from mmrl_harness.tasks import make_task_env
     from mmrl_harness.train import build_policy
     from mmrl_harness.train.algorithms.grpo_trainer import (
         build_grpo_dataset,
@@ -130,12 +141,7 @@ def prepare(data_dir: Path, steps: int) -> None:
     config = _config(str(data_dir / "unused"), steps)
     task = grpo_task(config)
     dataset = build_grpo_dataset(task, config.train_seeds.seeds())
-    env = make_task_env(task)
-    answers = []
-    for seed in dataset["seed"]:
-        env.reset(seed=seed)
-        answers.append(env.oracle())
-    dataset.add_column("answer", answers).save_to_disk(str(data_dir / "rows"))
+    save_rows_with_answers(task, dataset, data_dir / "rows")
     policy = build_policy(config)
     args = grpo_arguments(config, policy)
     keys = [

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 # The same step clock as the tiny comparison (run as a script, this folder is on sys.path).
-from grpo_overhead import step_timer
+from grpo_overhead import save_rows_with_answers, step_timer
 
 SIDES = ("harness-old", "harness-new", "plain")
 IMAGE_SIZE = 224
@@ -174,7 +174,6 @@ def worker_plain(meta: dict[str, Any], data_dir: str, output_dir: str) -> list[f
 def prepare(data_dir: Path, steps: int) -> None:
     """The model folder, the rows (with the answer for the plain reward), the GRPOConfig values
     and the LoRA target regex the harness resolves for the new default."""
-    from mmrl_harness.tasks import make_task_env
     from mmrl_harness.train import build_policy
     from mmrl_harness.train.algorithms.grpo_trainer import (
         build_grpo_dataset,
@@ -187,12 +186,7 @@ def prepare(data_dir: Path, steps: int) -> None:
     config = _config("harness-new", str(model_dir), str(data_dir / "unused"), steps)
     task = grpo_task(config)
     dataset = build_grpo_dataset(task, config.train_seeds.seeds())
-    env = make_task_env(task)
-    answers = []
-    for seed in dataset["seed"]:
-        env.reset(seed=seed)
-        answers.append(env.oracle())
-    dataset.add_column("answer", answers).save_to_disk(str(data_dir / "rows"))
+    save_rows_with_answers(task, dataset, data_dir / "rows")
     policy = build_policy(config)
     args = grpo_arguments(config, policy)
     keys = [
