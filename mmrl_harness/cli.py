@@ -280,6 +280,31 @@ def verify_command(
         raise typer.Exit(1)
 
 
+@app.command("report")
+def report_command(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(metavar="RESULTS_OR_SWEEP...", help="Results files or folders (searched)."),
+    ],
+    out: Annotated[str, typer.Option(help="Folder for report.md/.html and plots/.")] = "report",
+    format: Annotated[str, typer.Option(help="Comma-separated: md, html (or none).")] = "md,html",
+    plots: Annotated[str, typer.Option(help="Comma-separated: png, svg (or none).")] = "png,svg",
+) -> None:
+    """Rank fusion adapters per task by IQM across runs, with stability and cost columns."""
+    from mmrl_harness.experiments import render, report
+
+    with _user_errors():
+        formats = report.parse_formats(format, report.REPORT_FORMATS, "--format")
+        plot_formats = report.parse_formats(plots, ("png", "svg"), "--plots")
+        built = report.build_report(inputs)
+        written = report.write_report(built, out, formats=formats, plot_formats=plot_formats)
+    for table in render.rich_tables(built.tasks):
+        console.print(table)
+    console.print(
+        f"{len(built.collection.runs)} results file(s); wrote {len(written)} file(s) to {out}"
+    )
+
+
 def parse_assignments(items: list[str] | None, option: str = "--override") -> dict[str, object]:
     """``["a.b=3", "c=red"]`` -> ``{"a.b": 3, "c": "red"}`` (values parsed as YAML, safely)."""
     from mmrl_harness import config_io

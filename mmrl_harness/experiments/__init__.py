@@ -1,0 +1,1 @@
+"""Experiments over many runs: comparing fusion adapters across seeds, tasks and costs."""
