@@ -30,8 +30,12 @@ from pydantic import ValidationError
 
 from mmrl_harness import __version__
 from mmrl_harness.metrics import compute_task_metrics, length_histogram
+from mmrl_harness.metrics.cost import money, tokens_per_s
+from mmrl_harness.metrics.episodes import METRICS_SINCE
+from mmrl_harness.metrics.robustness import PairingError, robustness_metrics
 from mmrl_harness.results_schema import (
     SCHEMA_VERSION,
+    EpisodeRecord,
     EvalResults,
     TaskResult,
     document_digest,
@@ -121,8 +125,16 @@ def _check_task(name: str, task: TaskResult, results: EvalResults) -> list[Probl
                 f"says {task.num_episodes} but the file holds {len(task.records)} records",
             )
         )
-    for index, record in enumerate(task.records):
-        at = f"{where}.records[{index}]"
+    problems += _check_records(f"{where}.records", name, task.records)
+    problems += _check_robustness(where, task, results)
+    return problems + _check_metrics(where, task, results)
+
+
+def _check_records(where: str, name: str, records: list[EpisodeRecord]) -> list[Problem]:
+    """Per-record consistency: task name, index, list lengths, return, invalid count."""
+    problems = []
+    for index, record in enumerate(records):
+        at = f"{where}[{index}]"
         if record.task != name:
             problems.append(Problem(f"{at}.task", f"{record.task!r} in the records of {name!r}"))
         if record.episode_index != index:
@@ -148,14 +160,46 @@ def _check_task(name: str, task: TaskResult, results: EvalResults) -> list[Probl
                     f"{at}.invalid_actions", f"{record.invalid_actions} of {record.length} steps"
                 )
             )
-    return problems + _check_metrics(where, task, results)
+    return problems
+
+
+def _check_robustness(where: str, task: TaskResult, results: EvalResults) -> list[Problem]:
+    """Each perturbation's records are consistent and its score and drop recompute from them."""
+    problems: list[Problem] = []
+    for perturbation, entry in (task.robustness or {}).items():
+        at = f"{where}.robustness.{perturbation}"
+        problems += _check_records(f"{at}.records", task.task, entry.records)
+        try:
+            score, drop = robustness_metrics(
+                task.records,
+                entry.records,
+                seed=results.bootstrap.seed,
+                resamples=results.bootstrap.resamples,
+            )
+        except PairingError as err:
+            problems.append(Problem(f"{at}.records", str(err)))
+            continue
+        for label, stored, fresh in (("score", entry.score, score), ("drop", entry.drop, drop)):
+            for key, value in fresh.model_dump().items():
+                if not _same(getattr(stored, key), value):
+                    problems.append(
+                        Problem(
+                            f"{at}.{label}.{key}",
+                            f"stored {getattr(stored, key)!r}, recomputed from the records "
+                            f"{value!r}{_origin_note(results)}",
+                        )
+                    )
+    return problems
 
 
 def _check_metrics(where: str, task: TaskResult, results: EvalResults) -> list[Problem]:
     if not task.records:
         return [Problem(f"{where}.records", "empty; metrics need at least one episode")]
     recomputed = compute_task_metrics(
-        task.records, seed=results.bootstrap.seed, resamples=results.bootstrap.resamples
+        task.records,
+        seed=results.bootstrap.seed,
+        resamples=results.bootstrap.resamples,
+        sampled=bool(results.config.get("do_sample", False)),
     )
     problems = []
     for metric in sorted(task.metrics.keys() - recomputed.keys()):
@@ -163,7 +207,8 @@ def _check_metrics(where: str, task: TaskResult, results: EvalResults) -> list[P
     for metric, fresh in recomputed.items():
         stored = task.metrics.get(metric)
         if stored is None:
-            problems.append(Problem(f"{where}.metrics.{metric}", "missing"))
+            if not _older(results.schema_version, METRICS_SINCE.get(metric, "1.0")):
+                problems.append(Problem(f"{where}.metrics.{metric}", "missing"))
             continue
         for key, value in fresh.model_dump().items():
             if not _same(getattr(stored, key), value):
@@ -222,6 +267,31 @@ def _check_cost(results: EvalResults) -> list[Problem]:
                 f"is {rate!r}",
             )
         )
+    return problems + _check_new_cost(results)
+
+
+def _check_new_cost(results: EvalResults) -> list[Problem]:
+    """tokens_per_s and money (since 1.2), by the expressions evaluate() used."""
+    cost, problems = results.cost, []
+    if cost.tokens_per_s is not None:
+        rate = tokens_per_s(cost.tokens_generated, cost.wall_time_s)
+        if cost.tokens_per_s != rate:
+            problems.append(
+                Problem("cost.tokens_per_s", f"{cost.tokens_per_s!r} but the run gives {rate!r}")
+            )
+    if (cost.money is None) != (cost.price_per_hour is None):
+        problems.append(Problem("cost.money", "given without price_per_hour, or the reverse"))
+    elif cost.money is not None and cost.price_per_hour is not None:
+        training = results.training.wall_time_s if results.training else None
+        fresh = money(cost.price_per_hour, cost.wall_time_s, training)
+        if not _same(cost.money, fresh):
+            problems.append(
+                Problem(
+                    "cost.money",
+                    f"{cost.money!r} but {cost.price_per_hour!r}/h over the evaluation and "
+                    f"training wall time is {fresh!r}",
+                )
+            )
     return problems
 
 
@@ -274,6 +344,11 @@ def _origin_note(results: EvalResults) -> str:
         f" (written by mmrl-harness {written[0]} with numpy {written[1]}; this is "
         f"{__version__} with numpy {numpy_here})"
     )
+
+
+def _older(version: str, than: str) -> bool:
+    """Whether schema ``version`` predates ``than`` (both ``MAJOR.MINOR``, already checked)."""
+    return tuple(map(int, version.split("."))) < tuple(map(int, than.split(".")))
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

@@ -52,13 +52,54 @@ def length_histogram(records: Sequence[EpisodeRecord]) -> dict[str, int]:
     return {str(length): counts[length] for length in sorted(counts)}
 
 
-def compute_task_metrics(
+#: Metrics added after the first release, with the schema version that introduced them: a
+#: file of an older version is not expected to hold them (``mmrl verify``).
+METRICS_SINCE = {
+    "steps_to_success": "1.2",
+    "length_ratio_to_optimal": "1.2",
+    "fixed_policy_dispersion": "1.2",
+}
+
+
+def length_metrics(
     records: Sequence[EpisodeRecord],
     *,
     seed: int = BOOTSTRAP_SEED,
     resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> dict[str, MetricValue]:
-    """Every per-task metric, from the records alone (``seed``/``resamples``: the bootstrap's)."""
+    """Episode length next to reward, over the successful episodes only.
+
+    ``steps_to_success``: mean length of the successful episodes (with CI); absent when none
+    succeeded. ``length_ratio_to_optimal``: mean of ``length / optimal_length`` over the
+    successful episodes whose record knows a positive optimal length (1.0 = every success took
+    the shortest path); absent when there are none.
+    """
+    wins = [r for r in records if r.success]
+    out: dict[str, MetricValue] = {}
+    if wins:
+        steps = [float(r.length) for r in wins]
+        out["steps_to_success"] = _mean_with_ci(steps, False, seed=seed, resamples=resamples)
+    ratios = [r.length / r.optimal_length for r in wins if r.optimal_length]
+    if ratios:
+        out["length_ratio_to_optimal"] = _mean_with_ci(
+            ratios, False, seed=seed, resamples=resamples
+        )
+    return out
+
+
+def compute_task_metrics(
+    records: Sequence[EpisodeRecord],
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    sampled: bool = False,
+) -> dict[str, MetricValue]:
+    """Every per-task metric, from the records alone (``seed``/``resamples``: the bootstrap's).
+
+    ``sampled``: the policy sampled its actions, so the spread of the returns is also the
+    spread across rollouts of one fixed policy: ``fixed_policy_dispersion`` is their IQR
+    (Chan et al.'s dispersion across rollouts; lower is more reliable).
+    """
     if not records:
         raise ValueError("cannot compute metrics from zero episode records")
     returns = [r.episode_return for r in records]
@@ -68,7 +109,7 @@ def compute_task_metrics(
     tokens = sum(r.tokens for r in records)
     wall = sum(r.wall_time_s for r in records)
     ci = {"seed": seed, "resamples": resamples}
-    return {
+    metrics = {
         "episode_return": _mean_with_ci(returns, True, **ci),
         "success_rate": _mean_with_ci([float(r.success) for r in records], True, **ci),
         "episode_length": _mean_with_ci(lengths, None, **ci),
@@ -82,4 +123,11 @@ def compute_task_metrics(
         "tokens_per_episode": MetricValue(value=tokens / len(records), higher_is_better=False),
         "tokens_total": MetricValue(value=float(tokens)),
         "wall_time_s": MetricValue(value=wall),
+        **length_metrics(records, **ci),
     }
+    if sampled:
+        q25, q75 = np.percentile(returns, [25, 75])
+        metrics["fixed_policy_dispersion"] = MetricValue(
+            value=float(q75 - q25), higher_is_better=False
+        )
+    return metrics
