@@ -18,7 +18,9 @@ from mmrl_harness.experiments.plots import pareto_front
 from mmrl_harness.experiments.report import build_report, write_report
 from mmrl_harness.experiments.summary import summarise
 from mmrl_harness.metrics import across_seeds, within_run
+from mmrl_harness.metrics.cost import money
 from mmrl_harness.metrics.episodes import bootstrap_ci, compute_task_metrics, length_histogram
+from mmrl_harness.metrics.robustness import robustness_metrics
 from mmrl_harness.results import (
     Cost,
     EpisodeRecord,
@@ -26,7 +28,9 @@ from mmrl_harness.results import (
     FusionInfo,
     ModelInfo,
     Provenance,
+    RobustnessResult,
     TaskResult,
+    TrainingSummary,
     write_results,
 )
 
@@ -34,10 +38,9 @@ TASK = "numberline"
 EPISODES = 10
 
 
-def make_results(fusion: str, successes: int, wall_time_s: float, index: int) -> EvalResults:
-    """A results file of ``EPISODES`` episodes, ``successes`` of them successful, whose metrics
-    come from the real metric code (so the file verifies)."""
-    records = [
+def episodes(successes: int) -> list[EpisodeRecord]:
+    """``EPISODES`` NumberLine-like episodes (optimal length 2), the first ``successes`` won."""
+    return [
         EpisodeRecord(
             task=TASK,
             seed=i,
@@ -51,9 +54,29 @@ def make_results(fusion: str, successes: int, wall_time_s: float, index: int) ->
             invalid_actions=0,
             tokens=2 if i < successes else 4,
             wall_time_s=0.01,
+            optimal_length=2,
         )
         for i in range(EPISODES)
     ]
+
+
+def make_results(
+    fusion: str,
+    successes: int,
+    wall_time_s: float,
+    index: int,
+    *,
+    training: TrainingSummary | None = None,
+    price_per_hour: float | None = None,
+    perturbed_successes: int | None = None,
+) -> EvalResults:
+    """A results file whose metrics come from the real metric code (so the file verifies)."""
+    records = episodes(successes)
+    robustness = None
+    if perturbed_successes is not None:
+        perturbed = episodes(perturbed_successes)
+        score, drop = robustness_metrics(records, perturbed)
+        robustness = {"blur:1.0": RobustnessResult(score=score, drop=drop, records=perturbed)}
     task = TaskResult(
         task=TASK,
         task_version="1",
@@ -62,7 +85,9 @@ def make_results(fusion: str, successes: int, wall_time_s: float, index: int) ->
         metrics=compute_task_metrics(records),
         length_histogram=length_histogram(records),
         records=records,
+        robustness=robustness,
     )
+    train_wall = training.wall_time_s if training else None
     return EvalResults(
         created_at=f"2026-01-01T00:00:{index:02d}Z",
         config={},
@@ -79,8 +104,14 @@ def make_results(fusion: str, successes: int, wall_time_s: float, index: int) ->
             wall_time_s=wall_time_s,
             tokens_generated=sum(r.tokens for r in records),
             episodes_per_s=EPISODES / wall_time_s,
+            cpu_time_s=wall_time_s if training else None,
+            price_per_hour=price_per_hour,
+            money=None
+            if price_per_hour is None
+            else money(price_per_hour, wall_time_s, train_wall),
         ),
         tasks={TASK: task},
+        training=training,
     )
 
 
@@ -202,6 +233,81 @@ def test_missing_input_is_one_clear_error(tmp_path: Path) -> None:
         collect([tmp_path / "nope"])
     with pytest.raises(ReportInputError, match="no results file found"):
         collect([tmp_path])
+
+
+def training(seed: int, curve: list[float], dt: float) -> TrainingSummary:
+    """A training summary of one seed (the fields `mmrl eval --checkpoint` fills from the log)."""
+    return TrainingSummary(
+        algorithm="ppo",
+        seed=seed,
+        steps=len(curve),
+        samples=8 * len(curve),
+        wall_time_s=60.0,
+        cpu_time_s=110.0,
+        peak_memory_mib=900.0,
+        trainable_params=5000,
+        flops_per_step=2.0e9,
+        curve=list(enumerate(curve)),
+        stability={"dispersion_across_time": dt, "collapsed": float(seed == 2)},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two adapters x 3 training seeds, with training summaries, money and a perturbation."""
+    folder = tmp_path_factory.mktemp("trained")
+    for fusion, base in (("concat", 6), ("cross_attention", 8)):
+        for seed in range(3):
+            curve = [0.1 * base * step / 4 + 0.05 * seed for step in range(5)]
+            results = make_results(
+                fusion,
+                base + seed % 2,
+                20.0,
+                seed,
+                training=training(seed, curve, dt=0.1 * (seed + 1)),
+                price_per_hour=3.6,
+                perturbed_successes=base - 3,
+            )
+            write_results(results, folder / f"{fusion}-s{seed}.json")
+    return folder
+
+
+def test_training_seeds_are_the_runs_and_within_run_stability_is_their_mean(
+    trained_dir: Path,
+) -> None:
+    [summary] = summarise(collect([trained_dir]))
+    assert [(r.label, len(r.scores)) for r in summary.rows] == [
+        ("cross_attention", 3),
+        ("concat", 3),
+    ]
+    best = summary.rows[0]
+    # Mean over seeds of DT 0.1, 0.2, 0.3, and one of three runs collapsed.
+    assert best.within_run["dispersion_across_time"] == pytest.approx(0.2)
+    assert best.within_run["collapsed"] == pytest.approx(1 / 3)
+    # Every successful episode took the optimal 2 steps.
+    assert (best.steps_to_success, best.length_ratio) == (2.0, 1.0)
+    assert (best.train_cpu_s, best.flops_per_step, best.trainable_params) == (110.0, 2.0e9, 5000)
+    # 3.6 per hour over 20 s of evaluation and 60 s of training: 0.08.
+    assert summary.cost_measure == "money" and best.money == pytest.approx(0.08)
+    # Clean 8 or 9 successes, perturbed 5: drops 0.3, 0.4, 0.3.
+    assert best.robustness == {"blur:1.0": pytest.approx(1 / 3)}
+    assert len(best.curves) == 3 and best.curves[0][0] == (0.0, 0.0)
+
+
+def test_curves_and_robustness_are_plotted_and_tabulated(trained_dir: Path, tmp_path: Path) -> None:
+    written = write_report(build_report([trained_dir]), tmp_path, plot_formats=["svg"])
+    names = {p.name for p in written}
+    assert {"curves_numberline.svg", "robustness_numberline.svg"} <= names
+    md = (tmp_path / "report.md").read_text()
+    assert "| adapter | blur:1.0 |" in md and "| cross_attention | 0.333 |" in md
+    assert "| 1 | cross_attention | 3 |" in md
+
+
+def test_the_same_training_seed_twice_is_refused(trained_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.json"
+    copy.write_bytes((trained_dir / "concat-s1.json").read_bytes())
+    with pytest.raises(ReportInputError, match="both training seed 1 of concat"):
+        collect([trained_dir, copy])
 
 
 @pytest.fixture(scope="module")
