@@ -150,9 +150,9 @@ def pareto_plot(summary: TaskSummary) -> Figure:
 
 def _taus(rows: Sequence[Row], score: str) -> np.ndarray:
     if score == "success_rate":
-        return np.linspace(0.0, 1.0, 21)
+        return np.linspace(0.0, 1.0, 101)
     scores = [s for r in rows for s in r.scores]
-    return np.linspace(min(scores), max(scores), 21)
+    return np.linspace(min(scores), max(scores), 101)
 
 
 def profile_plot(summary: TaskSummary, seed: int = 0) -> Figure:
@@ -163,8 +163,11 @@ def profile_plot(summary: TaskSummary, seed: int = 0) -> Figure:
     for row in summary.rows:
         matrix = np.asarray(row.scores).reshape(-1, 1)
         profile, low, high = across_seeds.performance_profile_with_ci(matrix, taus, seed=seed)
-        (line,) = ax.plot(taus, profile, label=row.label)
-        ax.fill_between(taus, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+        # A profile is a step function of tau: draw it as one.
+        (line,) = ax.step(taus, profile, where="post", label=row.label)
+        ax.fill_between(
+            taus, low, high, step="post", color=line.get_color(), alpha=0.15, linewidth=0
+        )
     ax.set_xlabel(f"{summary.score} threshold τ")
     ax.set_ylabel("fraction of runs with score > τ")
     ax.set_title(f"{summary.task}: performance profiles")

@@ -31,17 +31,26 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def fmt_count(value: float | None) -> str:
+    """A count (parameters) with thousands separators, ``–`` when absent."""
+    return MISSING if value is None else f"{round(value):,}"
+
+
 def fmt_ci(row: Row) -> str:
-    """``IQM [low, high]``."""
-    return f"{row.iqm.value:.3f} [{fmt(row.iqm.ci_low)}, {fmt(row.iqm.ci_high)}]"
+    """``IQM [low, high]``, three decimals each."""
+    low, high = row.iqm.ci_low, row.iqm.ci_high
+    interval = MISSING if low is None or high is None else f"{low:.3f}, {high:.3f}"
+    return f"{row.iqm.value:.3f} [{interval}]"
 
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: its header and how a row's cell is written."""
+    """A table column: its header, how a row's cell is written, and whether the (narrower)
+    terminal table shows it too."""
 
     header: str
     cell: Callable[[Row, TaskSummary], str]
+    terminal: bool = False
 
 
 def _within(name: str) -> Callable[[Row, TaskSummary], str]:
@@ -49,37 +58,42 @@ def _within(name: str) -> Callable[[Row, TaskSummary], str]:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("runs", lambda r, _s: str(len(r.scores))),
-    Column("IQM [95% CI]", lambda r, _s: fmt_ci(r)),
+    Column("runs", lambda r, _s: str(len(r.scores)), terminal=True),
+    Column("IQM [95% CI]", lambda r, _s: fmt_ci(r), terminal=True),
     Column("mean", lambda r, _s: fmt(r.mean)),
-    Column("IQR", lambda r, _s: fmt(r.iqr)),
+    Column("IQR", lambda r, _s: fmt(r.iqr), terminal=True),
     Column("CI width", lambda r, _s: fmt(r.ci_width)),
-    Column("DT", _within("dispersion_across_time")),
+    Column("DT", _within("dispersion_across_time"), terminal=True),
     Column("SRT", _within("short_term_risk")),
     Column("LRT", _within("long_term_risk")),
-    Column("collapsed", _within("collapsed")),
-    Column("length", lambda r, _s: fmt(r.episode_length)),
+    Column("collapsed", _within("collapsed"), terminal=True),
+    Column("length", lambda r, _s: fmt(r.episode_length), terminal=True),
     Column("steps to success", lambda r, _s: fmt(r.steps_to_success)),
     Column("length / optimal", lambda r, _s: fmt(r.length_ratio)),
     Column("train wall s", lambda r, _s: fmt(r.train_wall_s)),
-    Column("train CPU s", lambda r, _s: fmt(r.train_cpu_s)),
+    Column("train CPU s", lambda r, _s: fmt(r.train_cpu_s), terminal=True),
     Column("eval tokens/s", lambda r, _s: fmt(r.tokens_per_s)),
-    Column("peak MiB", lambda r, _s: fmt(r.peak_memory_mib, 4)),
-    Column("trainable params", lambda r, _s: fmt(r.trainable_params)),
+    Column("peak MiB", lambda r, _s: fmt(r.peak_memory_mib, 4), terminal=True),
+    Column("trainable params", lambda r, _s: fmt_count(r.trainable_params), terminal=True),
     Column("FLOPs/step", lambda r, _s: fmt(r.flops_per_step)),
     Column("money", lambda r, _s: fmt(r.money)),
     Column(
         "cost / success",
         lambda r, s: fmt(cost_per_success(r, s.cost_measure, s.score)),
+        terminal=True,
     ),
 )
 
 
-def task_table(summary: TaskSummary) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows (strings) of one task's table, best configuration first."""
-    headers = ["rank", "adapter", *(c.header for c in COLUMNS)]
+def task_table(
+    summary: TaskSummary, *, terminal: bool = False
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (strings) of one task's table, best configuration first; ``terminal``
+    keeps only the columns marked for the terminal."""
+    columns = [c for c in COLUMNS if c.terminal or not terminal]
+    headers = ["rank", "adapter", *(c.header for c in columns)]
     rows = [
-        [str(rank), row.label, *(c.cell(row, summary) for c in COLUMNS)]
+        [str(rank), row.label, *(c.cell(row, summary) for c in columns)]
         for rank, row in enumerate(summary.rows, start=1)
     ]
     return headers, rows
@@ -95,7 +109,7 @@ def recommendation_line(summary: TaskSummary) -> str:
         return f"{line}; it is also the cheapest of those whose CI overlaps it ({unit})."
     return (
         f"{line}; cheapest whose CI overlaps it: {cheap.label} (IQM {fmt_ci(cheap)}, "
-        f"{fmt(cheap.costs[rec.measure])} {unit} vs {fmt(best.costs[rec.measure])})."
+        f"{unit} {fmt(cheap.costs[rec.measure])} vs {fmt(best.costs[rec.measure])})."
     )
 
 
@@ -107,7 +121,7 @@ def rich_tables(summaries: Sequence[TaskSummary]) -> list[Table]:
     """One rich table per task, its caption the recommendation."""
     tables = []
     for summary in summaries:
-        headers, rows = task_table(summary)
+        headers, rows = task_table(summary, terminal=True)
         table = Table(
             title=_task_title(summary),
             title_justify="left",
@@ -213,5 +227,5 @@ LEGEND = (
     "IQR and CI width: spread across runs; DT/SRT/LRT/collapsed: within-run stability "
     "(dispersion across time, short- and long-term risk, fraction of runs that collapsed); "
     "costs are means over runs; cost / success = cost measure / mean success rate; "
-    "– = not recorded."
+    "the terminal shows a subset of the columns; – = not recorded."
 )
