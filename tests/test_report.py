@@ -139,19 +139,13 @@ def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_runs(folder, fusion, successes, wall)
     # Not results files: the search must pass over them.
     (folder / "config.json").write_text(json.dumps({"model_type": "llava"}))
-    (folder / "sweep.json").write_text(
-        json.dumps(
-            {
-                "cells": [
-                    {
-                        "cell_id": "mm_transformer-s0",
-                        "status": "failed",
-                        "error": "RuntimeError: out of memory",
-                    }
-                ]
-            }
-        )
-    )
+    # The aggregate `mmrl sweep` writes, with one failed cell.
+    failed = {"type": "RuntimeError", "message": "out of memory"}
+    cells = [
+        {"id": "concat-s0", "status": "done", "error": None},
+        {"id": "mm_transformer-s0", "status": "failed", "error": failed},
+    ]
+    (folder / "sweep.json").write_text(json.dumps({"format": "mmrl-sweep/1", "cells": cells}))
     return folder
 
 
@@ -202,7 +196,8 @@ def test_markdown_and_html_hold_every_row_and_the_failed_cell(
     assert "| 1 | cross_attention | 4 | 0.900 [" in md
     assert "| 3 | weighted_sum | 4 |" in md
     assert "cheapest whose CI overlaps it: concat" in md
-    assert "mm_transformer-s0" in md and "out of memory" in md
+    assert "| mm_transformer-s0 | RuntimeError: out of memory |" in md
+    assert "concat-s0" not in md
     assert "![plots/iqm_numberline.svg](plots/iqm_numberline.svg)" in md
     page = (tmp_path / "report.html").read_text()
     assert "<td>cross_attention</td>" in page and "<td>weighted_sum</td>" in page

@@ -137,11 +137,19 @@ def load_runs(paths: Iterable[Path], *, verify: bool = True) -> list[Run]:
     return runs
 
 
+def _error_text(error: Any) -> str:
+    """A sweep record's error: ``{type, message}`` (``mmrl sweep``'s form) or plain text."""
+    if isinstance(error, dict):
+        kind, message = error.get("type"), error.get("message")
+        return ": ".join(str(part) for part in (kind, message) if part) or MISSING
+    return str(error) if error else MISSING
+
+
 def failed_sweep_cells(inputs: Sequence[str | os.PathLike[str]]) -> list[FailedCell]:
     """Cells recorded as failed in the ``sweep.json`` of any input folder (none without one).
 
-    Reads only what every sweep aggregate is expected to hold: a ``cells`` list (or mapping) of
-    objects with an id, a status and an error message.
+    Reads only what the aggregate of ``mmrl sweep`` holds about each cell: ``cells``, a list of
+    records with an ``id``, a ``status`` (``done``, ``failed`` or ``pending``) and an ``error``.
     """
     failed: list[FailedCell] = []
     for item in inputs:
@@ -152,18 +160,13 @@ def failed_sweep_cells(inputs: Sequence[str | os.PathLike[str]]) -> list[FailedC
             data = json.loads(sweep_file.read_text(encoding="utf-8"))
         except ValueError as error:
             raise ReportInputError(
-                f"{sweep_file} is not JSON ({error}); re-run the sweep."
+                f"{sweep_file} is not JSON ({error}); re-run the sweep to rewrite it."
             ) from None
         cells = data.get("cells", []) if isinstance(data, dict) else []
-        if isinstance(cells, dict):
-            cells = [{"id": k, **v} for k, v in cells.items() if isinstance(v, dict)]
-        for cell in cells:
-            if not isinstance(cell, dict):
-                continue
-            status = str(cell.get("status", "")).lower()
-            if status in {"failed", "error"} or (cell.get("error") and status != "done"):
-                cell_id = str(cell.get("cell_id") or cell.get("id") or "?")
-                failed.append(FailedCell(cell_id, str(cell.get("error") or status)))
+        for cell in cells if isinstance(cells, list) else []:
+            if isinstance(cell, dict) and cell.get("status") == "failed":
+                cell_id = str(cell.get("id") or cell.get("cell_id") or "?")
+                failed.append(FailedCell(cell_id, _error_text(cell.get("error"))))
     return failed
 
 

@@ -23,7 +23,7 @@ Returns:
     iqm, ci_low, ci_high, mean, median, optimality_gap.
 Examples:
     >>> metric = evaluate.load("path/to/iqm")
-    >>> metric.compute(predictions=[[0.5], [0.6], [0.7], [0.8]])["iqm"]
+    >>> round(metric.compute(predictions=[[0.5], [0.6], [0.7], [0.8]])["iqm"], 3)
     0.65
 """
 
