@@ -284,7 +284,7 @@ def verify_command(
 def report_command(
     inputs: Annotated[
         list[str],
-        typer.Argument(metavar="RESULTS_OR_SWEEP...", help="Results files or folders (searched)."),
+        typer.Argument(metavar="RESULTS_OR_SWEEP", help="Results files or folders (searched)."),
     ],
     out: Annotated[str, typer.Option(help="Folder for report.md/.html and plots/.")] = "report",
     format: Annotated[str, typer.Option(help="Comma-separated: md, html (or none).")] = "md,html",

@@ -305,6 +305,20 @@ def test_the_same_training_seed_twice_is_refused(trained_dir: Path, tmp_path: Pa
         collect([trained_dir, copy])
 
 
+def test_a_curve_comes_from_the_run_folders_log_without_a_training_summary(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoint-4").mkdir(parents=True)
+    rows = [{"step": 2 * i, "reward": 0.25 * i, "loss": 1.0} for i in range(3)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    results = make_results("concat", 5, 10.0, 0)
+    results.provenance.fusion.checkpoint = str(run / "checkpoint-4")
+    write_results(results, tmp_path / "results" / "eval.json")
+    [summary] = summarise(collect([tmp_path / "results"]))
+    assert summary.rows[0].curves == [[(0.0, 0.0), (2.0, 0.25), (4.0, 0.5)]]
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two real `mmrl eval` runs of the tiny model, one per adapter."""

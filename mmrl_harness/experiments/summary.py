@@ -7,15 +7,21 @@ ones are the training summary's ``stability`` (schema 1.2), averaged over runs.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from mmrl_harness.experiments.collect import Collection, ConfigKey, Run
 from mmrl_harness.metrics import across_seeds
 from mmrl_harness.results_schema import MetricValue
+
+#: The per-update log of the episodic trainers (``mmrl_harness.train.episodic.metrics``), named
+#: here rather than imported so that reading a report never imports the training stack.
+METRICS_FILE = "metrics.jsonl"
 
 #: Within-run statistics shown from ``training.stability`` (Chan et al.), in column order.
 WITHIN_RUN_KEYS = ("dispersion_across_time", "short_term_risk", "long_term_risk", "collapsed")
@@ -129,8 +135,35 @@ def _robustness(runs: Sequence[Run], task: str) -> dict[str, float]:
 
 
 def _curve(run: Run) -> list[tuple[float, float]]:
+    """The run's training curve: ``training.curve`` (schema 1.2), else the ``reward`` rows of
+    the ``metrics.jsonl`` in the evaluated checkpoint's folder or its parent (the run folder the
+    episodic trainers write), else empty."""
     curve = getattr(run.training, "curve", None) or []
-    return [(float(step), float(value)) for step, value in curve]
+    if curve:
+        return [(float(step), float(value)) for step, value in curve]
+    checkpoint = run.results.provenance.fusion.checkpoint
+    if not checkpoint:
+        return []
+    folder = Path(checkpoint)
+    if not folder.is_absolute():
+        folder = run.path.parent / folder
+    for candidate in (folder / METRICS_FILE, folder.parent / METRICS_FILE):
+        if candidate.is_file():
+            return _logged_curve(candidate)
+    return []
+
+
+def _logged_curve(path: Path) -> list[tuple[float, float]]:
+    """``(step, reward)`` of the rows of a ``metrics.jsonl`` that log a reward."""
+    points: list[tuple[float, float]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash; the curve is a picture, not a metric
+        if isinstance(row, dict) and isinstance(row.get("reward"), (int, float)):
+            points.append((float(row.get("step", len(points))), float(row["reward"])))
+    return points
 
 
 def summarise_config(
