@@ -94,11 +94,20 @@ def test_scaffolded_plugins_pass_their_own_tests_and_doctor_catches_a_broken_one
         "padded_film",
         "--family",
         "tiny-llava",
+        "--check",
+        "batch_invariance",
+        "--check",
+        "identity",
         cwd=tmp_path,
     )
     assert broken.returncode == 1, broken.stdout + broken.stderr
-    assert "batch_invariance [tiny-llava]" in broken.stdout and "FAILED" in broken.stdout
-    assert "prompt_mask" in broken.stdout
+    assert "FAILED" in broken.stdout and "prompt_mask" in broken.stdout
+    rows = {
+        check: next(line for line in broken.stdout.splitlines() if f"{check} [tiny-llava]" in line)
+        for check in ("batch_invariance", "identity")
+    }
+    assert " fail " in rows["batch_invariance"]  # it depends on the batch padding
+    assert " ok " in rows["identity"]  # while still starting as the identity
 
 
 @pytest.mark.parametrize(

@@ -90,13 +90,19 @@ def doctor(
         list[str] | None,
         typer.Option(help="Tiny model family to check fusion adapters on (repeatable)."),
     ] = None,
+    check: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this fusion check (repeatable), e.g. batch_invariance."),
+    ] = None,
 ) -> None:
     """Run the mmrl_harness.testing contract checks on installed plugins; exit 1 on a failure."""
     from mmrl_harness.errors import MMRLError
     from mmrl_harness.plugin_tools.doctor import doctor as run_doctor
 
     try:
-        reports = run_doctor(name, kind=kind, include_builtins=builtins, families=family)
+        reports = run_doctor(
+            name, kind=kind, include_builtins=builtins, families=family, checks=check
+        )
     except MMRLError as err:
         _fail(str(err))
     if not reports:
@@ -114,14 +120,18 @@ def doctor(
 
 
 def _print_report(report: ContractReport) -> None:
+    from rich.markup import escape
+
     mark = "[green]passed[/]" if report.passed else "[red]FAILED[/]"
-    table = Table(title=f"{report.subject}: {mark}", title_justify="left", show_lines=False)
+    title = f"{escape(report.subject)}: {mark}"
+    table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("check")
     table.add_column("status")
     table.add_column("detail", overflow="fold")
     for result in report.results:
+        # Check names hold "[family]", which rich would read as markup.
         status = "[green]ok[/]" if result.passed else "[red]fail[/]"
-        table.add_row(result.name, status, result.detail)
+        table.add_row(escape(result.name), status, escape(result.detail))
     console.print(table)
 
 

@@ -29,8 +29,12 @@ def doctor(
     kind: str | None = None,
     include_builtins: bool = False,
     families: Sequence[str] | None = None,
+    checks: Sequence[str] | None = None,
 ) -> list[ContractReport]:
-    """Check the installed plugins (or the one called ``name``); one report per plugin or task."""
+    """Check the installed plugins (or the one called ``name``); one report per plugin or task.
+
+    ``families`` and ``checks`` narrow the fusion checks (default: all, on every tiny family).
+    """
     kinds = [registry.get_registry(kind).kind] if kind else list(registry.KINDS)
     reports: list[ContractReport] = []
     for k in kinds:
@@ -40,7 +44,7 @@ def doctor(
                 continue
             if name is None and info.distribution == HARNESS_DISTRIBUTION and not include_builtins:
                 continue
-            reports.extend(_check_plugin(k, plugin, families))
+            reports.extend(_check_plugin(k, plugin, families, checks))
     if name is not None and not reports:
         raise DoctorError(_not_found(name, kinds))
     return reports
@@ -57,11 +61,16 @@ def _not_found(name: str, kinds: Sequence[str]) -> str:
     return f"no installed plugin is called {name!r}; `mmrl plugins` lists them"
 
 
-def _check_plugin(kind: str, name: str, families: Sequence[str] | None) -> list[ContractReport]:
+def _check_plugin(
+    kind: str, name: str, families: Sequence[str] | None, checks: Sequence[str] | None
+) -> list[ContractReport]:
     from mmrl_harness.testing import check_fusion_adapter
 
     if kind == "fusion":
-        return [check_fusion_adapter(name, families=families, raise_on_failure=False)]
+        report = check_fusion_adapter(
+            name, families=families, checks=checks, raise_on_failure=False
+        )
+        return [report]
     if kind == "tasks":
         return _check_tasks_plugin(name)
     report = ContractReport(f"{kind} plugin {name!r}")
