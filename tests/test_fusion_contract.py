@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -235,3 +236,60 @@ def test_a_disabled_adapter_is_reported_as_disabled(monkeypatch: pytest.MonkeyPa
     finally:
         monkeypatch.delenv(registry.DISABLE_ENV)
         registry.reset()
+
+
+def test_grpo_training_forwards_see_the_completion_boundary(
+    tiny_llava: LoadedVLM, tmp_path: Path
+) -> None:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from PIL import Image
+    from trl import GRPOConfig
+
+    from mmrl_harness.fusion import fusion_lora_config
+    from mmrl_harness.train.algorithms.grpo_trainer import HarnessGRPOTrainer
+    from mmrl_harness.train.callbacks import RunMeters
+
+    model = copy.deepcopy(tiny_llava.model)
+    adapter = GOOD()
+    adapter.attach(model)
+    dataset = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": "what color is the shape ?"}]] * 2,
+            "image": [Image.new("RGB", (32, 32), c) for c in ["red", "blue"]],
+        }
+    )
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        beta=0.0,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=3,
+        max_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+    )
+    trainer = HarnessGRPOTrainer(
+        model=model,
+        reward_funcs=lambda completions, **_: [0.0 for _ in completions],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tiny_llava.processor,
+        peft_config=fusion_lora_config(model, LoraConfig(r=4, target_modules=["q_proj"]), adapter),
+        meters=RunMeters(),
+    )
+    trainer.train()
+    seen = adapter.fusion_module(trainer.model).seen  # type: ignore[union-attr]
+    scoring = [s for s in seen if not s.decoding and s.completion_mask.any()]
+    # TRL's scoring forward runs over prompt + completion: without the trainer's boundary every
+    # position would count as prompt and the adapter would pool the sampled answer.
+    assert scoring, "no training forward marked its completion tokens"
+    for inputs in scoring:
+        assert not (inputs.completion_mask & inputs.image_mask).any()
+        first = int(inputs.completion_mask.any(dim=0).nonzero()[0])
+        assert not inputs.prompt_mask[:, first:].any()
