@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmrl_harness import __version__
+from mmrl_harness.plugin_tools.cli import plugins_app
 
 if TYPE_CHECKING:
     from mmrl_harness.results import EvalResults
@@ -66,50 +67,8 @@ def version() -> None:
     console.print(f"mmrl-harness {__version__} (plugin API {PLUGIN_API_VERSION})")
 
 
-@app.command()
-def plugins(
-    kind: Annotated[
-        str | None,
-        typer.Option(help="Only this kind: fusion, tasks, architectures or algorithms."),
-    ] = None,
-    load: Annotated[
-        bool,
-        typer.Option(
-            "--load/--no-load",
-            help="Import every plugin to check it (slower: imports torch). Without it, only "
-            "entry-point metadata is read.",
-        ),
-    ] = False,
-) -> None:
-    """List installed plugins: name, kind, distribution, version and status."""
-    from mmrl_harness.registry import KINDS, PluginError, get_registry
-
-    try:
-        kinds = [get_registry(kind).kind] if kind else list(KINDS)
-    except PluginError as err:
-        _fail(str(err))
-    table = Table(title="mmrl-harness plugins", title_justify="left")
-    for column in ("name", "kind", "distribution", "version", "status"):
-        table.add_column(column)
-    failures = 0
-    for k in kinds:
-        registry = get_registry(k)
-        loaded = registry.load_all() if load else {}
-        for name, info in sorted(registry.infos().items()):
-            result = loaded.get(name)
-            if info.malformed:
-                status = f"[red]invalid:[/] {info.malformed}"
-            elif isinstance(result, PluginError):
-                status = f"[red]failed:[/] {result}"
-            elif load:
-                status = "[green]ok[/]"
-            else:
-                status = "available"
-            failures += status.startswith("[red]")
-            table.add_row(name, k, info.distribution, info.version, status)
-    console.print(table)
-    if failures:
-        console.print(f"{failures} plugin(s) cannot be used; the others work.", style="yellow")
+# `mmrl plugins` (list), `mmrl plugins doctor`, `mmrl plugins new`: mmrl_harness/plugin_tools.
+app.add_typer(plugins_app, name="plugins")
 
 
 tasks_app = typer.Typer(

@@ -54,8 +54,17 @@ class LogitsOnly:
         self, inputs: dict[str, torch.Tensor], logits_to_keep: int
     ) -> tuple[torch.Tensor, None]:
         """The model's logits of the last ``logits_to_keep`` positions."""
-        out = self.model(**inputs, logits_to_keep=logits_to_keep)
+        from mmrl_harness.fusion.image_context import completion_boundary
+
+        with completion_boundary(self.model, prompt_length(inputs, logits_to_keep)):
+            out = self.model(**inputs, logits_to_keep=logits_to_keep)
         return out.logits, None
+
+
+def prompt_length(inputs: dict[str, torch.Tensor], logits_to_keep: int) -> int:
+    """Where the answer starts in ``turn_inputs``' sequences: the answer tokens are the last
+    ``logits_to_keep - 1`` positions (none in ``action_logits`` mode, where the keep is 1)."""
+    return int(inputs["input_ids"].shape[1]) - logits_to_keep + 1
 
 
 @dataclass(frozen=True)

@@ -134,13 +134,29 @@ class Registry(Generic[T]):
             self._infos = found
         return {**self._infos, **{n: _local_info(n, self.kind) for n in self._local}}
 
+    def disabled(self) -> dict[str, PluginInfo]:
+        """Installed plugins of this kind that ``MMRL_DISABLE_PLUGINS`` hides, by name."""
+        off = _disabled()
+        return {
+            ep.name: _info(ep, self.kind)
+            for ep in _all_entry_points().select(group=group_name(self.kind))
+            if ep.name in off or f"{self.kind}:{ep.name}" in off
+        }
+
     def names(self) -> list[str]:
         """Sorted plugin names."""
         return sorted(self.infos())
 
     def register(self, name: str, obj: T) -> None:
-        """Register an object in-process (notebooks, tests); it shadows an entry point."""
-        self._check_api(obj, _local_info(name, self.kind))
+        """Register an object in-process (notebooks, tests); it shadows an entry point.
+
+        It passes the same checks as an entry-point plugin (API version, then the kind's
+        validator), so what works registered in a notebook also works once published.
+        """
+        info = _local_info(name, self.kind)
+        self._check_api(obj, info)
+        if self._validate is not None:
+            self._validate(obj, info)
         self._local[name] = obj
 
     def require(self, name: str) -> None:
@@ -213,6 +229,13 @@ class Registry(Generic[T]):
             )
 
     def _unknown_message(self, name: str, infos: dict[str, PluginInfo]) -> str:
+        off = self.disabled().get(name)
+        if off is not None:
+            return (
+                f"{self.kind} plugin {name!r} from {off.distribution} {off.version} is disabled "
+                f"by {DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')!r}; remove it from that "
+                "variable to use it"
+            )
         close = difflib.get_close_matches(name, list(infos), n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(infos)) or "none installed"

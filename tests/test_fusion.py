@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig
 from PIL import Image
 
 from mmrl_harness.fusion import (
@@ -18,16 +17,14 @@ from mmrl_harness.fusion import (
     FusionOptionsError,
     apply_lora,
     attach_fusion,
-    attached_adapter,
     fusion_lora_config,
     validate_plugin,
 )
-from mmrl_harness.fusion.flops import count_flops
 from mmrl_harness.models.anatomy import LLAVA, Anatomy
 from mmrl_harness.models.generation import build_inputs
 from mmrl_harness.models.loading import LoadedVLM
-from mmrl_harness.models.tiny import IMAGE_TOKENS
 from mmrl_harness.registry import PluginInfo, PluginValidationError, UnknownPluginError
+from mmrl_harness.testing import check_fusion_adapter
 
 FAMILIES = ["tiny_llava", "tiny_qwen"]
 #: Each adapter with options that exercise it on the 2-layer tiny models.
@@ -92,21 +89,11 @@ def _adapter_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", list(ADAPTERS))
-def test_attaching_leaves_logits_and_greedy_generation_unchanged(
-    loaded: LoadedVLM, name: str
-) -> None:
-    inputs = _inputs(loaded)
-    with torch.no_grad():
-        before = loaded.model(**inputs).logits
-    expected = _generate(loaded.model, inputs).sequences
-    model, _ = _with_adapter(loaded, name, **ADAPTERS[name])
-    with torch.no_grad():
-        after = model(**inputs).logits
-    # Zero gates add exactly 0 to the same activations, run by the same kernels on the same shapes;
-    # 1e-6 (~10 float32 ulps at these logit magnitudes) only allows a fused path that regroups
-    # the same sums, and is far below any gate opening (test_open_gates_change_the_output).
-    torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
-    assert torch.equal(_generate(model, inputs).sequences, expected)
+def test_builtin_adapter_meets_the_contract(loaded: LoadedVLM, name: str) -> None:
+    # The checks plugin authors run (mmrl_harness.testing), on every built-in: identity at init
+    # (logits and greedy generation), batch invariance and no completion leak with moved
+    # parameters, reported FLOPs equal to measured, LoRA train/save/restore, options.
+    check_fusion_adapter(name, ADAPTERS[name], families=[loaded])
 
 
 @pytest.mark.parametrize("name", ["weighted_sum", "cross_attention", "mm_transformer"])
@@ -222,52 +209,6 @@ def test_weighted_sum_and_mm_transformer_parameter_counts(tiny_llava: LoadedVLM)
     write = w * h + 2 * w * w + w * h
     expected = 8 * w + 2 * h + read + 2 * w + write + 1  # latents, image norm, latent norm, gate
     assert adapter.cost(model, 16, 8).trainable_params == expected
-
-
-@pytest.mark.parametrize("name", list(ADAPTERS))
-def test_reported_flops_equal_the_measured_difference(loaded: LoadedVLM, name: str) -> None:
-    inputs = _inputs(loaded, rows=1)
-    model, adapter = _with_adapter(loaded, name, **ADAPTERS[name])
-    measured = count_flops(lambda: model(**inputs)) - count_flops(lambda: loaded.model(**inputs))
-    n_text = inputs["input_ids"].shape[1] - IMAGE_TOKENS
-    assert adapter.cost(model, IMAGE_TOKENS, n_text).extra_flops_per_forward == measured
-
-
-# -- LoRA: train, save, restore ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", list(ADAPTERS))
-def test_adapter_trains_with_lora_and_restores_exactly(
-    loaded: LoadedVLM, name: str, tmp_path: Path
-) -> None:
-    model, adapter = _with_adapter(loaded, name, **ADAPTERS[name])
-    peft_model = apply_lora(model, adapter, LORA)
-    assert attached_adapter(peft_model) is adapter
-    initial = _adapter_tensors(peft_model)
-    assert initial, "the adapter's modules must be in modules_to_save"
-    inputs = _inputs(loaded)
-    optimizer = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
-    peft_model.train()
-    for _ in range(2):  # zero-init gates block every other gradient until the first step
-        logits = peft_model(**inputs).logits[:, :-1]
-        loss = F.cross_entropy(logits.flatten(0, 1), inputs["input_ids"][:, 1:].flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    trained = _adapter_tensors(peft_model)
-    unmoved = [n for n in trained if torch.equal(trained[n], initial[n])]
-    assert not unmoved, f"adapter parameters did not train: {unmoved}"
-
-    peft_model.save_pretrained(str(tmp_path))
-    fresh, _ = _with_adapter(loaded, name, **ADAPTERS[name])
-    restored = PeftModel.from_pretrained(fresh, tmp_path)
-    restored_tensors = _adapter_tensors(restored)
-    assert restored_tensors.keys() == trained.keys()
-    for key, value in trained.items():
-        assert torch.equal(restored_tensors[key], value), key
-    peft_model.eval()
-    with torch.no_grad():
-        assert torch.equal(restored(**inputs).logits, peft_model(**inputs).logits)
 
 
 def test_log_values_start_at_identity_and_follow_training(tiny_qwen: LoadedVLM) -> None:

@@ -142,6 +142,7 @@ def test_cli_load_shows_failed_plugin_with_its_error(plugin_site: Path) -> None:
     )
     assert "broken_arch" in out.stdout and "failed" in out.stdout and "boom" in out.stdout
     assert "cannot be used; the others work" in out.stdout
+    assert out.returncode == 1  # --load is a check: a failed plugin fails the command
 
 
 def test_naming_a_broken_plugin_fails_loudly_with_its_error(plugin_site: Path) -> None:

@@ -35,10 +35,7 @@ from mmrl_harness.fusion.blocks import (
     gate_values,
     zero_gate,
 )
-from mmrl_harness.fusion.image_context import (
-    ImageMemory,
-    scatter_image_tokens,
-)
+from mmrl_harness.fusion.image_context import FusionInputs, scatter_image_tokens
 from mmrl_harness.fusion.input_fusion import InputFusionAdapter
 
 
@@ -93,10 +90,13 @@ class PerceiverResampler(nn.Module):
         self.write = Attention(hidden, width, width, heads, out_dim=hidden)
         self.gate = zero_gate()
 
-    def forward(
-        self, embeds: torch.Tensor, image_mask: torch.Tensor, memory: ImageMemory | None
-    ) -> torch.Tensor:
-        """Replace the image tokens in ``embeds`` by their fused version (prefill only)."""
+    def forward(self, inputs: FusionInputs) -> torch.Tensor:
+        """Replace the image tokens in ``inputs_embeds`` by their fused version (prefill only).
+
+        Reads image tokens only (never text), so the result does not depend on padding or on
+        completion tokens in the same forward.
+        """
+        embeds, image_mask, memory = inputs.inputs_embeds, inputs.image_mask, inputs.memory
         if memory is None or not bool(image_mask.any()):
             return embeds  # decode steps: the fused image tokens are already in the KV cache
         tokens = self.image_norm(memory.tokens.to(embeds.dtype))

@@ -24,9 +24,7 @@ from mmrl_harness.fusion.base import (
     FusionCost,
     FusionOptions,
 )
-from mmrl_harness.fusion.image_context import (
-    ImageMemory,
-)
+from mmrl_harness.fusion.image_context import FusionInputs
 from mmrl_harness.fusion.input_fusion import InputFusionAdapter
 
 
@@ -47,14 +45,17 @@ class ModalityWeights(nn.Module):
         self.image = nn.Parameter(torch.ones(shape))
         self.image_to_text = nn.Parameter(torch.zeros(shape))
 
-    def forward(
-        self, embeds: torch.Tensor, image_mask: torch.Tensor, memory: ImageMemory | None
-    ) -> torch.Tensor:
-        """Reweight ``embeds`` (batch, seq, hidden); ``image_mask`` marks image positions."""
+    def forward(self, inputs: FusionInputs) -> torch.Tensor:
+        """Reweight ``inputs.inputs_embeds``: image positions by ``image``, text by the sum.
+
+        It pools image tokens only (never text), so padding and completion tokens cannot leak
+        into any other position.
+        """
+        embeds, memory = inputs.inputs_embeds, inputs.memory
         text = self.text * embeds
         if memory is not None:
             text = text + self.image_to_text * memory.pooled()[:, None, :].to(embeds.dtype)
-        return torch.where(image_mask[..., None], self.image * embeds, text)
+        return torch.where(inputs.image_mask[..., None], self.image * embeds, text)
 
     def coefficients(self) -> dict[str, float]:
         """Current coefficients (means over channels when per-channel)."""

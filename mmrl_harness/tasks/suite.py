@@ -117,6 +117,7 @@ class _Entry:
     task: TaskDefinition | None = None  # plugin definitions built in Python
     path: Path | None = None  # YAML files, validated only when asked for
     error: Exception | None = None
+    broken_plugin: bool = False  # stands for a plugin whose tasks could not be read at all
 
 
 def _plugins() -> list[tuple[str, Any]]:
@@ -186,6 +187,7 @@ def _error_entry(plugin: str, error: Exception) -> _Entry:
     return _Entry(
         TaskSummary(plugin, "?", "?", "", "?", (), f"<plugin {plugin}>", plugin, str(error)),
         error=error,
+        broken_plugin=True,
     )
 
 
@@ -279,6 +281,32 @@ def list_tasks(check: bool = False) -> list[TaskSummary]:
     return sorted(summaries, key=lambda s: (s.name, s.source))
 
 
+def _unknown_task_message(name: str, entries: dict[str, _Entry]) -> str:
+    """ "unknown task" with suggestions, plus the plugins whose tasks could not be listed."""
+    known = sorted({e.summary.name for e in entries.values() if not e.broken_plugin})
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    message = (
+        f"unknown task {name!r}.{hint} Available: {', '.join(known)}. "
+        "A path to a task YAML file also works."
+    )
+    broken = [e for e in entries.values() if e.broken_plugin]
+    if broken:
+        details = "; ".join(f"{e.summary.plugin!r}: {e.summary.error}" for e in broken)
+        message += (
+            f" It may come from a tasks plugin that failed to load ({details}): fix or "
+            f"uninstall it, or hide it with {registry.DISABLE_ENV}."
+        )
+    disabled = registry.tasks.disabled()
+    if disabled:
+        names = ", ".join(f"{n!r} ({i.distribution})" for n, i in sorted(disabled.items()))
+        message += (
+            f" Tasks plugin(s) disabled by {registry.DISABLE_ENV}: {names}; remove a plugin "
+            "from that variable to use its tasks."
+        )
+    return message
+
+
 def get_task(name: str, *, allow_env_imports: bool = False) -> TaskDefinition:
     """A task by name, or a path to a YAML file; unknown names get "did you mean".
 
@@ -291,13 +319,7 @@ def get_task(name: str, *, allow_env_imports: bool = False) -> TaskDefinition:
     entries = _entries()
     entry = entries.get(name)
     if entry is None:
-        known = sorted({e.summary.name for e in entries.values()})
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownTaskError(
-            f"unknown task {name!r}.{hint} Available: {', '.join(known)}. "
-            "A path to a task YAML file also works."
-        )
+        raise UnknownTaskError(_unknown_task_message(name, entries))
     if entry.error is not None:
         raise entry.error
     if entry.task is not None:

@@ -161,6 +161,25 @@ class HarnessGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.meters = meters
 
+    def _get_per_token_logps_and_entropies(
+        self,
+        model: Any,
+        input_ids: Any,
+        attention_mask: Any,
+        logits_to_keep: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        # TRL scores [left-padded prompt | completion] in one forward, the completion being the
+        # last ``logits_to_keep`` positions: tell the fusion hooks, so text conditioning sees
+        # the prompt only, as in the generate() that sampled the completion.
+        from mmrl_harness.fusion.image_context import completion_boundary
+
+        with completion_boundary(model, input_ids.shape[1] - logits_to_keep):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training step row, not the end-of-run summary
             logs.update(self.meters.collect(float(self.state.num_input_tokens_seen)))

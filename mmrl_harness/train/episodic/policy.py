@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from mmrl_harness.fusion.image_context import completion_boundary
 from mmrl_harness.policy_head import (
     Answers,
     PolicySpec,
     TurnScores,
     act_turn,
     policy_spec,
+    prompt_length,
     score_turns,
 )
 
@@ -93,7 +95,8 @@ class ActorCritic(nn.Module):
         self, inputs: dict[str, torch.Tensor], logits_to_keep: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of the last ``logits_to_keep`` positions and the value at the first of them."""
-        out = self.policy(**inputs, output_hidden_states=True, logits_to_keep=logits_to_keep)
+        with completion_boundary(self.policy, prompt_length(inputs, logits_to_keep)):
+            out = self.policy(**inputs, output_hidden_states=True, logits_to_keep=logits_to_keep)
         hidden = out.hidden_states[-1][:, -logits_to_keep, :]
         return out.logits, self.value_head(hidden)
 

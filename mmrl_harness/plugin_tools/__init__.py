@@ -1,0 +1,1 @@
+"""Tools for plugin authors behind ``mmrl plugins``: listing, ``doctor`` and ``new``."""
