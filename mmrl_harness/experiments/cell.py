@@ -47,17 +47,21 @@ def run_cell(cell_data: dict[str, Any], threads: int) -> dict[str, Any]:
     folder = cell_folder(cell)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / CELL_FILE, cell.model_dump(mode="json"))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         import torch
 
         torch.set_num_threads(threads)
         results = _train_and_evaluate(cell, folder)
+        record = done_record(cell, results, time.perf_counter() - started)
+        (folder / ERROR_FILE).unlink(missing_ok=True)
     except Exception as err:  # the record carries it; the other cells go on
         (folder / ERROR_FILE).write_text(traceback.format_exc())
-        return failed_record(cell, err, time.perf_counter() - started)
-    (folder / ERROR_FILE).unlink(missing_ok=True)
-    return done_record(cell, results, time.perf_counter() - started)
+        record = failed_record(cell, err, time.perf_counter() - started)
+    # CPU seconds of this process (all its threads): on a shared machine, wall time measures
+    # the neighbours as much as the cell.
+    record["cpu_time_s"] = time.process_time() - cpu_started
+    return record
 
 
 def _train_and_evaluate(cell: Cell, folder: Path) -> Path:
@@ -106,6 +110,7 @@ def base_record(cell: Cell, status: str) -> dict[str, Any]:
         "results": None,
         "error": None,
         "wall_time_s": None,
+        "cpu_time_s": None,
         "finished_at": None,
         "summary": None,
     }

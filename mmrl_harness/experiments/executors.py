@@ -8,6 +8,7 @@ stops half way keeps every finished cell. Ray is imported only by ``run_ray``.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -62,18 +63,20 @@ def run_ray(
 ) -> None:
     """Run every cell as a Ray task requesting ``resources`` (num_cpus, num_gpus).
 
-    Joins the cluster at ``address`` (e.g. ``ray://head:10001`` or ``auto``); without one,
-    uses the Ray instance this process already started, else starts a local one (stopped
-    again at the end). Each task writes its cell folder itself, so on a cluster the sweep
-    folder must be shared storage mounted at the same path on every node.
+    Uses the Ray instance this process already started if any; else joins the cluster at
+    ``address`` (or ``$RAY_ADDRESS``; e.g. ``auto`` or ``ray://head:10001``); else starts a
+    fresh local instance, stopped again at the end. Each task writes its cell folder itself,
+    so on a cluster the sweep folder must be shared storage mounted at the same path on every
+    node.
     """
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
+        address = address or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address)
-        else:
-            ray.init(include_dashboard=False)
+        else:  # "local": never attach silently to a cluster started earlier on this machine
+            ray.init(address="local", include_dashboard=False)
     try:
         # max_retries=0: a cell that crashed its worker is recorded as failed, not rerun.
         task = ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0)(

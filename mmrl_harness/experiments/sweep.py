@@ -210,23 +210,25 @@ def plan_table(plan: SweepPlan) -> Table:
 
 
 def outcome_table(plan: SweepPlan) -> Table:
-    """One row per cell after a run: id, status, success rate (or the error), wall time."""
+    """One row per cell after a run: id, status, success rate (or the error), wall and CPU
+    seconds."""
     from rich.table import Table
 
     table = Table(title=f"sweep results in {plan.output_dir / SWEEP_FILE}", title_justify="left")
     table.add_column("cell", no_wrap=True)
-    for column in ("status", "success", "wall s"):
+    for column in ("status", "success", "wall s", "CPU s"):
         table.add_column(column)
     for cell in plan.cells:
         record = plan.records[cell.id]
-        wall = record.get("wall_time_s")
+        times = [record.get("wall_time_s"), record.get("cpu_time_s")]
         if record["status"] == "failed":
             detail = f"[red]{record['error']['type'].rsplit('.', 1)[-1]}[/]"
         else:
             tasks = (record.get("summary") or {}).get("tasks", {})
             rates = [t.get("success_rate") for t in tasks.values()]
             detail = ", ".join(f"{r:.3f}" for r in rates if r is not None) or "–"
-        table.add_row(cell.id, record["status"], detail, "–" if wall is None else f"{wall:.0f}")
+        shown = ["–" if t is None else f"{t:.0f}" for t in times]
+        table.add_row(cell.id, record["status"], detail, *shown)
     return table
 
 
