@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mmrl_harness.cli import app
+from mmrl_harness.experiments.executors import RayMissingError
 from mmrl_harness.experiments.spec import SweepError, SweepFileError, expand, load_sweep
 from mmrl_harness.experiments.sweep import SWEEP_FILE, plan_sweep, run_sweep
 from mmrl_harness.results import load_results
@@ -150,6 +153,16 @@ def test_sweep_file_errors_name_the_field_and_the_cell(tmp_path: Path) -> None:
     bad_name = _sweep_file(tmp_path, tmp_path / "out", grid={"fusions": ["concatt"]})
     with pytest.raises(SweepError, match=r"cell tiny-llava__concatt__.*concatt"):
         plan_sweep(bad_name)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is absent
+    sweep = _sweep_file(tmp_path, tmp_path / "out")
+    with pytest.raises(RayMissingError, match=re.escape("pip install 'mmrl-harness[ray]'")):
+        run_sweep(sweep, executor="ray")
     assert not (tmp_path / "out").exists()
 
 

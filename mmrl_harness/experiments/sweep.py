@@ -24,7 +24,7 @@ from mmrl_harness.experiments.cell import (
     results_verify,
     write_json_atomic,
 )
-from mmrl_harness.experiments.executors import EXECUTORS, run_local, run_ray
+from mmrl_harness.experiments.executors import EXECUTORS, import_ray, run_local, run_ray
 from mmrl_harness.experiments.spec import Cell, SweepError, SweepSpec, expand, load_sweep
 
 if TYPE_CHECKING:
@@ -117,6 +117,8 @@ def run_sweep(
         raise InputError(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise InputError(f"--jobs: {jobs} cells at once is impossible; give 1 or more")
+    if executor == "ray":
+        import_ray()  # missing Ray fails here, before anything is written
     plan = plan_sweep(sweep_file, output_dir)
     todo = plan.todo()
     for cell in todo:  # a cell that failed before is pending again until it finishes
