@@ -58,10 +58,8 @@ def local_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The sweep run once with the local executor (one cell after another, one thread each)."""
     folder = tmp_path_factory.mktemp("sweep")
     threads = torch.get_num_threads()
-    try:
-        plan = run_sweep(_sweep_file(folder, folder / "out"), console=Console(file=io.StringIO()))
-    finally:
-        torch.set_num_threads(threads)  # the cells set one thread in this process
+    plan = run_sweep(_sweep_file(folder, folder / "out"), console=Console(file=io.StringIO()))
+    assert torch.get_num_threads() == threads  # each cell ran with 1 thread, then restored it
     return folder, plan
 
 

@@ -47,17 +47,20 @@ def run_cell(cell_data: dict[str, Any], threads: int) -> dict[str, Any]:
     folder = cell_folder(cell)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / CELL_FILE, cell.model_dump(mode="json"))
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        import torch
-
-        torch.set_num_threads(threads)
         results = _train_and_evaluate(cell, folder)
         record = done_record(cell, results, time.perf_counter() - started)
         (folder / ERROR_FILE).unlink(missing_ok=True)
     except Exception as err:  # the record carries it; the other cells go on
         (folder / ERROR_FILE).write_text(traceback.format_exc())
         record = failed_record(cell, err, time.perf_counter() - started)
+    finally:  # run in the caller's process (local, one job), leave its thread pool as it was
+        torch.set_num_threads(previous_threads)
     # CPU seconds of this process (all its threads): on a shared machine, wall time measures
     # the neighbours as much as the cell.
     record["cpu_time_s"] = time.process_time() - cpu_started
