@@ -329,6 +329,42 @@ def train_command(
             console.print(f"results written to {result.results_path}")
 
 
+@app.command("sweep")
+def sweep_command(
+    sweep_file: Annotated[str, typer.Argument(help="Sweep YAML (see docs/sweeps.md).")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the cells and what is done; run nothing.")
+    ] = False,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    jobs: Annotated[int, typer.Option(help="local: cells at once (worker processes).")] = 1,
+    ray_address: Annotated[
+        str | None, typer.Option(help="ray: cluster address (default: a local Ray instance).")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Sweep folder (default: the file's).")
+    ] = None,
+) -> None:
+    """Train and evaluate every cell of a grid of models x adapters x tasks x algorithms x
+    seeds; resumable; exits 1 if any cell failed."""
+    from mmrl_harness.experiments import sweep
+
+    with _user_errors():
+        if dry_run:
+            console.print(sweep.plan_table(sweep.plan_sweep(sweep_file, output)))
+            return
+        plan = sweep.run_sweep(
+            sweep_file,
+            output_dir=output,
+            executor=executor,
+            jobs=jobs,
+            ray_address=ray_address,
+            console=console,
+        )
+    console.print(sweep.outcome_table(plan))
+    if any(r["status"] != "done" for r in plan.records.values()):
+        raise typer.Exit(1)
+
+
 @app.command()
 def quickstart(
     family: Annotated[str, typer.Option(help="Tiny model family: llava or qwen2_vl.")] = "llava",
