@@ -268,3 +268,41 @@ def test_an_evaluated_checkpoint_carries_the_training_summary(tmp_path: Path) ->
     assert training.cpu_time_s and training.cpu_time_s > 0
     assert training.flops_per_token and training.flops_per_token >= 2 * (training.total_params or 0)
     assert training.flops_per_step and training.flops_per_step > 0
+
+
+def test_a_grpo_checkpoint_carries_the_curve_from_the_rank_summary(tmp_path: Path) -> None:
+    import torch
+
+    from mmrl_harness.train import train
+    from mmrl_harness.train.config import train_config_from_dict
+    from mmrl_harness.train.summary import training_summary
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(
+            train_config_from_dict(
+                {
+                    "model": "tiny-llava",
+                    "task": "color_shape",
+                    "task_overrides": {"env_kwargs.image_size": 32},
+                    "output_dir": str(tmp_path / "run"),
+                    "max_steps": 2,
+                    "per_device_batch_size": 8,
+                    "num_generations": 4,
+                    "max_new_tokens": 1,
+                    "save_steps": 2,
+                    "logging_steps": 1,
+                    "eval": {"enabled": False},
+                }
+            )
+        )
+    finally:
+        torch.set_num_threads(threads)
+    # GRPO writes no metrics.jsonl: the curve comes from the rank summary train() wrote.
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    summary = training_summary(result.last_checkpoint)
+    assert summary is not None and summary.algorithm == "grpo" and summary.steps == 2
+    assert summary.curve == [(s, v) for s, v in result.metric_series("reward")]
+    assert len(summary.curve) == 2 and set(summary.stability) >= {"dispersion_across_time"}
+    assert summary.samples == 2 * 8  # updates x completions per update (one process)
