@@ -222,7 +222,7 @@ class _TaskRun:
         records = self._episodes(f"eval {task.name}", None)
         robustness: dict[str, RobustnessResult] = {}
         for perturbation in perturbations:
-            perturbed = self._episodes(f"eval {task.name} [{perturbation.key}]", perturbation)
+            perturbed = self._episodes(f"eval {task.name} ({perturbation.key})", perturbation)
             score, drop = robustness_metrics(records, perturbed, **ci)
             robustness[perturbation.key] = RobustnessResult(
                 score=score, drop=drop, records=perturbed

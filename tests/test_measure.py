@@ -107,10 +107,11 @@ def test_each_perturbation_is_deterministic_and_leaves_the_clean_observation_alo
 
 
 def test_perturbation_names_and_levels_are_checked() -> None:
-    assert parse_perturbation("blur").key == "blur:1"
+    assert parse_perturbation("blur").key == "blur:1.0"
+    assert parse_perturbation("resolution:8").key == "resolution:8"
     assert parse_perturbation("gaussian_noise:0.25").key == "gaussian_noise:0.25"
     assert parse_perturbation("paraphrase").key == "paraphrase"
-    for bad in ("blurr", "blur:x", "blur:-1", "paraphrase:2", "resolution:0"):
+    for bad in ("blurr", "blur:x", "blur:-1", "paraphrase:2", "resolution:0", "resolution:8.5"):
         with pytest.raises(PerturbationError):
             parse_perturbation(bad)
 

@@ -105,20 +105,24 @@ class Perturbation:
     text: TextFn | None = None
     default_level: float | None = None
     minimum: float = 0.0
+    integer: bool = False  # the level is a whole number (a pixel size)
     level: float | None = None
 
     @property
     def key(self) -> str:
-        """The results key: ``name:level`` for levelled ones, else the name."""
-        return self.name if self.level is None else f"{self.name}:{self.level:g}"
+        """The results key: ``name:level`` for levelled ones (``blur:1.0``, ``resolution:16``),
+        else the name (``paraphrase``)."""
+        level = self.level if self.level is not None else self.default_level
+        if level is None:
+            return self.name
+        return f"{self.name}:{int(level)}" if self.integer else f"{self.name}:{float(level)!r}"
 
     def apply(self, observation: Observation, seed: int) -> Observation:
         """The observation as the policy sees it under this perturbation (a new object)."""
         rng = np.random.default_rng([seed, observation.step])
-        if self.image is not None and self.level is not None:
-            return dataclasses.replace(
-                observation, image=self.image(observation.image, self.level, rng)
-            )
+        level = self.level if self.level is not None else self.default_level
+        if self.image is not None and level is not None:
+            return dataclasses.replace(observation, image=self.image(observation.image, level, rng))
         if self.text is not None:
             return dataclasses.replace(observation, text=self.text(observation.text, rng))
         return observation
@@ -129,7 +133,7 @@ PERTURBATIONS: dict[str, Perturbation] = {
     for p in (
         Perturbation("gaussian_noise", image=gaussian_noise, default_level=0.1),
         Perturbation("blur", image=blur, default_level=1.0),
-        Perturbation("resolution", image=resolution, default_level=16, minimum=1),
+        Perturbation("resolution", image=resolution, default_level=16, minimum=1, integer=True),
         Perturbation("color_shift", image=color_shift, default_level=0.2),
         Perturbation("paraphrase", text=paraphrase),
         Perturbation("distractor_text", text=distractor_text),
@@ -154,9 +158,11 @@ def parse_perturbation(spec: str) -> Perturbation:
         level = float(level_text) if level_text else base.default_level
     except ValueError:
         raise PerturbationError(f"the level in {spec!r} is not a number; e.g. {name}:0.5") from None
-    if not np.isfinite(level) or level < base.minimum or (level == 0 and base.minimum == 0):
+    whole = not base.integer or float(level).is_integer()
+    if not np.isfinite(level) or level < base.minimum or level == 0 or not whole:
         raise PerturbationError(
-            f"level {level_text!r} of {name!r} must be a finite number > {base.minimum:g}; "
+            f"level {level_text!r} of {name!r} must be a finite "
+            f"{'whole number' if base.integer else 'number'} > 0 (at least {base.minimum:g}); "
             f"e.g. {name}:{base.default_level:g}."
         )
     return dataclasses.replace(base, level=level)
