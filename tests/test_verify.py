@@ -82,7 +82,7 @@ def mmrl_verify(*paths: Path) -> subprocess.CompletedProcess[str]:
 def test_an_untouched_file_verifies(pristine: Path) -> None:
     assert verify_file(pristine) == []
     results = load_results(pristine)
-    assert results.schema_version == "1.1" and results.document_sha256
+    assert results.schema_version == "1.2" and results.document_sha256
     done = mmrl_verify(pristine)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == f"ok  {pristine}\n"

@@ -44,7 +44,7 @@ def _flops_per_token(policy: PolicyModel, total: int) -> float:
     of Kaplan et al., 2020) plus what the fusion adapter adds per position (its cost report)."""
     model = policy.loaded.model
     image_tokens = int(getattr(model.config, "image_seq_length", 0) or 0)
-    cost = policy.fusion_adapter.cost(policy.peft_model, image_tokens, 1)
+    cost = policy.fusion_adapter.cost(model, image_tokens, 1)
     return 2.0 * total + float(cost.flops_per_token)
 
 
