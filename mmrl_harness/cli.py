@@ -18,6 +18,8 @@ from mmrl_harness import __version__
 from mmrl_harness.plugin_tools.cli import plugins_app
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from mmrl_harness.results import EvalResults
 
 app = typer.Typer(
@@ -117,6 +119,26 @@ def tasks_show(
         _fail(str(err))
 
 
+_PerturbOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Also run under NAME[:LEVEL], e.g. blur:1.5, paraphrase; repeatable."),
+]
+_PriceOption = Annotated[float | None, typer.Option(help="Machine price per hour: cost.money.")]
+
+
+def _eval_progress() -> Progress:
+    """The progress display of ``mmrl eval``: one bar per task (and per perturbation)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 @app.command("eval")
 def eval_command(
     task: Annotated[list[str], typer.Option(help="Task name or YAML path; repeat for several.")],
@@ -158,22 +180,16 @@ def eval_command(
         "results/eval.json"
     ),
     allow_env_imports: Annotated[bool, typer.Option(help=_ALLOW_ENV_IMPORTS_HELP)] = False,
+    perturb: _PerturbOption = None,
+    price_per_hour: _PriceOption = None,
 ) -> None:
     """Evaluate a model + fusion adapter on tasks and write a versioned results file."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from mmrl_harness.evaluate import run_eval
     from mmrl_harness.preflight import parse_seeds
 
     with _user_errors():
         parsed_seeds = parse_seeds(seeds, "--seeds") if seeds else None
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with _eval_progress() as progress:
             results = run_eval(
                 model,
                 task,
@@ -192,6 +208,8 @@ def eval_command(
                 output=output,
                 allow_env_imports=allow_env_imports,
                 progress=progress,
+                perturb=perturb or [],
+                price_per_hour=price_per_hour,
             )
     used = results.provenance
     console.print(_results_table(f"{used.model.name_or_path} + {used.fusion.name}", results))

@@ -9,23 +9,26 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmrl_harness import __version__
 from mmrl_harness.errors import InputError
 from mmrl_harness.metrics import compute_task_metrics, length_histogram
-from mmrl_harness.metrics.cost import peak_memory_mib
+from mmrl_harness.metrics.cost import money, peak_memory_mib, tokens_per_s
 from mmrl_harness.metrics.episodes import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from mmrl_harness.metrics.robustness import robustness_metrics
 from mmrl_harness.results import (
     Bootstrap,
     Cost,
+    EpisodeRecord,
     EvalResults,
     FusionInfo,
     ModelInfo,
     Provenance,
+    RobustnessResult,
     TaskResult,
+    TrainingSummary,
     git_sha,
     hardware_info,
     json_digest,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
     from torch import nn
 
+    from mmrl_harness.envs.perturb import Perturbation
     from mmrl_harness.fusion.base import FusionAdapter
     from mmrl_harness.models.loading import LoadedVLM
     from mmrl_harness.tasks.schema import TaskDefinition
@@ -93,10 +97,24 @@ def evaluate(
     output: str | Path | None = None,
     config: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    perturb: Sequence[str] = (),
+    price_per_hour: float | None = None,
+    training: TrainingSummary | None = None,
 ) -> EvalResults:
-    """Run every task's episodes with ``loaded`` as the policy and return (and write) the results."""
+    """Run every task's episodes with ``loaded`` as the policy and return (and write) the results.
+
+    ``perturb``: perturbation specs (``NAME[:LEVEL]``, see ``mmrl_harness.envs.perturb``); each
+    task runs again under each, on the same seeds, into ``TaskResult.robustness``.
+    ``price_per_hour``: the machine's price, for ``cost.money`` (evaluation plus ``training``
+    wall time). ``training``: the summary of the run that produced the weights, stored as is.
+    """
+    from mmrl_harness.envs.perturb import parse_perturbation
+
     if not tasks:
         raise ValueError("evaluate needs at least one task name")
+    if price_per_hour is not None and not price_per_hour >= 0:
+        raise InputError(f"price_per_hour must be >= 0, got {price_per_hour}; give e.g. 2.5")
+    perturbations = [parse_perturbation(spec) for spec in perturb]
     definitions = [resolve_task(t, task_overrides) for t in tasks]
     policy = VLMPolicy(
         loaded,
@@ -108,21 +126,23 @@ def evaluate(
     was_training = loaded.model.training
     loaded.model.eval()
     bootstrap = Bootstrap(seed=BOOTSTRAP_SEED, resamples=BOOTSTRAP_RESAMPLES)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     results: dict[str, TaskResult] = {}
     all_seeds: list[int] = []
     try:
         for task in definitions:
             task_seeds = resolve_seeds(task, episodes, seeds)
             all_seeds.extend(s for s in task_seeds if s not in all_seeds)
-            results[task.name] = _run_task(
-                task, policy, task_seeds, batch_size, bootstrap, progress
-            )
+            run = _TaskRun(task, policy, task_seeds, batch_size, bootstrap, progress)
+            results[task.name] = run.result(perturbations)
     finally:
         loaded.model.train(was_training)
-    wall = time.perf_counter() - started
-    total_episodes = sum(r.num_episodes for r in results.values())
-    tokens = sum(rec.tokens for r in results.values() for rec in r.records)
+    cost = _cost(results, time.perf_counter() - started, time.process_time() - cpu_started)
+    if price_per_hour is not None:
+        cost.price_per_hour = price_per_hour
+        cost.money = money(
+            price_per_hour, cost.wall_time_s, training.wall_time_s if training else None
+        )
     run_config = dict(config or {})
     run_config.setdefault("policy_mode", policy_mode)
     run_config.setdefault("do_sample", do_sample)
@@ -133,13 +153,9 @@ def evaluate(
         created_at=now_utc(),
         config=run_config,
         provenance=_provenance(loaded, fusion, all_seeds),
-        cost=Cost(
-            wall_time_s=wall,
-            tokens_generated=tokens,
-            episodes_per_s=total_episodes / wall if wall > 0 else 0.0,
-            peak_memory_mib=peak_memory_mib(),
-        ),
+        cost=cost,
         tasks=results,
+        training=training,
         bootstrap=bootstrap,
     )
     if output is not None:
@@ -147,35 +163,80 @@ def evaluate(
     return out
 
 
-def _run_task(
-    task: TaskDefinition,
-    policy: VLMPolicy,
-    seeds: list[int],
-    batch_size: int,
-    bootstrap: Bootstrap,
-    progress: Progress | None,
-) -> TaskResult:
-    """One task's episodes (a progress bar advancing per episode) and their metrics."""
-    from mmrl_harness.tasks import make_task_env
-
-    bar = progress.add_task(f"eval {task.name}", total=len(seeds)) if progress else None
-
-    def advance(_record: Any) -> None:
-        if progress is not None and bar is not None:
-            progress.advance(bar)
-
-    records = run_episodes(
-        partial(make_task_env, task), policy, seeds, batch_size=batch_size, on_episode=advance
+def _cost(results: dict[str, TaskResult], wall: float, cpu: float) -> Cost:
+    """The evaluation's cost; perturbed episodes count in time and tokens (they ran too)."""
+    perturbed = [
+        rec.tokens
+        for r in results.values()
+        for entry in (r.robustness or {}).values()
+        for rec in entry.records
+    ]
+    clean = sum(rec.tokens for r in results.values() for rec in r.records)
+    return Cost(
+        wall_time_s=wall,
+        tokens_generated=clean,
+        episodes_per_s=sum(r.num_episodes for r in results.values()) / wall if wall > 0 else 0.0,
+        peak_memory_mib=peak_memory_mib(),
+        cpu_time_s=cpu,
+        tokens_per_s=tokens_per_s(clean + sum(perturbed), wall),
     )
-    return TaskResult(
-        task=task.name,
-        task_version=str(task.version),
-        task_hash=json_digest(task.model_dump(mode="json")),
-        num_episodes=len(records),
-        metrics=compute_task_metrics(records, seed=bootstrap.seed, resamples=bootstrap.resamples),
-        length_histogram=length_histogram(records),
-        records=records,
-    )
+
+
+class _TaskRun:
+    """One task's episodes (a progress bar advancing per episode), clean and perturbed."""
+
+    def __init__(
+        self,
+        task: TaskDefinition,
+        policy: VLMPolicy,
+        seeds: list[int],
+        batch_size: int,
+        bootstrap: Bootstrap,
+        progress: Progress | None,
+    ) -> None:
+        self.task, self.policy, self.seeds = task, policy, seeds
+        self.batch_size, self.bootstrap, self.progress = batch_size, bootstrap, progress
+
+    def _episodes(self, label: str, perturbation: Perturbation | None) -> list[EpisodeRecord]:
+        from mmrl_harness.envs.perturb import PerturbedEnv
+        from mmrl_harness.tasks import make_task_env
+
+        progress = self.progress
+        bar = progress.add_task(label, total=len(self.seeds)) if progress else None
+
+        def advance(_record: Any) -> None:
+            if progress is not None and bar is not None:
+                progress.advance(bar)
+
+        def make_env() -> Any:
+            env = make_task_env(self.task)
+            return env if perturbation is None else PerturbedEnv(env, perturbation)
+
+        return run_episodes(
+            make_env, self.policy, self.seeds, batch_size=self.batch_size, on_episode=advance
+        )
+
+    def result(self, perturbations: Sequence[Perturbation]) -> TaskResult:
+        """The clean run's metrics, and one robustness entry per perturbation."""
+        task, ci = self.task, {"seed": self.bootstrap.seed, "resamples": self.bootstrap.resamples}
+        records = self._episodes(f"eval {task.name}", None)
+        robustness: dict[str, RobustnessResult] = {}
+        for perturbation in perturbations:
+            perturbed = self._episodes(f"eval {task.name} ({perturbation.key})", perturbation)
+            score, drop = robustness_metrics(records, perturbed, **ci)
+            robustness[perturbation.key] = RobustnessResult(
+                score=score, drop=drop, records=perturbed
+            )
+        return TaskResult(
+            task=task.name,
+            task_version=str(task.version),
+            task_hash=json_digest(task.model_dump(mode="json")),
+            num_episodes=len(records),
+            metrics=compute_task_metrics(records, sampled=self.policy.do_sample, **ci),
+            length_histogram=length_histogram(records),
+            records=records,
+            robustness=robustness or None,
+        )
 
 
 def run_eval(
@@ -198,13 +259,17 @@ def run_eval(
     mistake fails before a possibly large model loads. ``allow_env_imports`` lets a task's
     ``module:Id`` env import its module, which runs its code. A checkpoint's manifest supplies
     the model and the fusion adapter it was trained with (``model`` and ``fusion`` may be None
-    then; given, they must agree with it); see ``mmrl_harness.train.restore``.
+    then; given, they must agree with it); see ``mmrl_harness.train.restore``. The checkpoint's
+    run folder also supplies ``training`` (``mmrl_harness.train.summary``) when it has one.
     """
+    from mmrl_harness.envs.perturb import parse_perturbation
     from mmrl_harness.preflight import check_eval_inputs
 
     overrides = kwargs.pop("task_overrides", None)
     definitions = [resolve_task(t, overrides, allow_env_imports=allow_env_imports) for t in tasks]
     check_eval_inputs(definitions, fusion, kwargs.get("output"))
+    for spec in kwargs.get("perturb", ()):
+        parse_perturbation(spec)  # a misspelt --perturb fails before the model loads
     # torch and transformers only now: the checks above take a second, these imports longer.
     from mmrl_harness.train.restore import load_for_eval
 
@@ -217,9 +282,14 @@ def run_eval(
         dtype=dtype,
         device=device,
     )
+    from mmrl_harness.train.summary import training_summary
+
     config = {"model": setup.model, "fusion": setup.fusion, "fusion_options": setup.fusion_options}
+    if kwargs.get("perturb"):
+        config["perturb"] = list(kwargs["perturb"])
     info = fusion_info(adapter, loaded.model, checkpoint)
-    return evaluate(loaded, definitions, fusion=info, config=config, **kwargs)
+    training = training_summary(checkpoint) if checkpoint else None
+    return evaluate(loaded, definitions, fusion=info, config=config, training=training, **kwargs)
 
 
 def fusion_info(

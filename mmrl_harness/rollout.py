@@ -209,6 +209,8 @@ class EpisodeSlot:
             truncated=result.truncated and not result.terminated,
             tokens=self.tokens,
             wall_time_s=self.seconds,
+            # Optional on TaskEnv: only envs that know their shortest episode report it.
+            optimal_length=getattr(self.env, "optimal_length", None),
         )
 
 

@@ -274,7 +274,14 @@ def _check_new_cost(results: EvalResults) -> list[Problem]:
     """tokens_per_s and money (since 1.2), by the expressions evaluate() used."""
     cost, problems = results.cost, []
     if cost.tokens_per_s is not None:
-        rate = tokens_per_s(cost.tokens_generated, cost.wall_time_s)
+        # Perturbed episodes ran within the same wall time, so their tokens count here.
+        perturbed = sum(
+            rec.tokens
+            for task in results.tasks.values()
+            for entry in (task.robustness or {}).values()
+            for rec in entry.records
+        )
+        rate = tokens_per_s(cost.tokens_generated + perturbed, cost.wall_time_s)
         if cost.tokens_per_s != rate:
             problems.append(
                 Problem("cost.tokens_per_s", f"{cost.tokens_per_s!r} but the run gives {rate!r}")

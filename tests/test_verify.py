@@ -82,7 +82,7 @@ def mmrl_verify(*paths: Path) -> subprocess.CompletedProcess[str]:
 def test_an_untouched_file_verifies(pristine: Path) -> None:
     assert verify_file(pristine) == []
     results = load_results(pristine)
-    assert results.schema_version == "1.1" and results.document_sha256
+    assert results.schema_version == "1.2" and results.document_sha256
     done = mmrl_verify(pristine)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout == f"ok  {pristine}\n"
@@ -164,8 +164,10 @@ def test_an_edited_field_outside_the_records_breaks_the_document_hash(
 
     found = fields(tampered(pristine, tmp_path, edit, rehash=False))
     assert found[-1] == "document_sha256"
-    # A zero wall time also contradicts the stored episodes/s; the others only the hash sees.
-    assert found[:-1] == (["cost.episodes_per_s"] if key == "wall_time_s" else [])
+    # A zero wall time also contradicts the stored episodes/s and tokens/s; the others only the
+    # hash sees.
+    rates = ["cost.episodes_per_s", "cost.tokens_per_s"]
+    assert found[:-1] == (rates if key == "wall_time_s" else [])
 
 
 def test_an_edited_model_name_fails_via_the_cli(pristine: Path, tmp_path: Path) -> None:
@@ -192,7 +194,7 @@ def test_intervals_are_recomputed_with_the_stored_bootstrap_seed(
             record["rewards"][0] += 0.1 * (i + 1) ** 2
             record["episode_return"] = float(sum(record["rewards"]))
         records = EvalResults.model_validate(raw).tasks["numberline"].records
-        metrics = compute_task_metrics(records, seed=metrics_seed)
+        metrics = compute_task_metrics(records, seed=metrics_seed, sampled=True)  # do_sample
         task["metrics"] = {name: m.model_dump(mode="json") for name, m in metrics.items()}
         raw["bootstrap"]["seed"] = stored_seed
 

@@ -59,7 +59,9 @@ class NumberLineEnv(ImageTextEnv):
         # The start is never the target, so every episode needs at least one move.
         offset = int(self.np_random.integers(1, self.line_length))
         self.position = (self.target + offset) % self.line_length
-        return self._observation(), {"distance": abs(self.target - self.position)}
+        distance = abs(self.target - self.position)
+        # optimal_length: the fewest steps that can succeed, for the episode-length metrics.
+        return self._observation(), {"distance": distance, "optimal_length": distance}
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):

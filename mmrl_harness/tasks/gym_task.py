@@ -116,6 +116,8 @@ class GymTaskEnv:
         self._image: np.ndarray | None = None
         self._last_action: Any = None
         self._done = True
+        #: Fewest steps that can succeed in this episode, when the env reports it at reset.
+        self.optimal_length: int | None = None
 
     # -- actions -----------------------------------------------------------------------------
     @property
@@ -218,7 +220,10 @@ class GymTaskEnv:
     # -- episode -----------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Observation:
         """Start an episode; the same seed gives identical images and text."""
-        self._obs, _ = self.env.reset(seed=seed, options=options)
+        self._obs, info = self.env.reset(seed=seed, options=options)
+        # Envs that know the shortest successful episode say so at reset (NumberLine does).
+        optimal = info.get("optimal_length") if isinstance(info, dict) else None
+        self.optimal_length = int(optimal) if optimal is not None else None
         self.steps, self.invalid_actions, self.episode_return = 0, 0, 0.0
         self._last_action, self._done = None, False
         self._image = self._frame(self._obs)

@@ -104,11 +104,15 @@ def _train(config: TrainConfig, algorithm: Algorithm, console: Console | None) -
     before = None
     if main and config.eval.enabled and config.eval.before:
         before = evaluate_policy(config, policy, output_dir / RESULTS_BEFORE_FILE, console=console)
+    from mmrl_harness.train.summary import cost_record
+
+    cpu_started = time.process_time()
     result = algorithm.train(config, policy, console=console)
+    result.train_cpu_seconds = time.process_time() - cpu_started
     result.policy = policy
     result.results_before = before
     result.rank, result.world_size = rank(), world_size()
-    result.write_rank_summary()
+    result.write_rank_summary(cost_record(config, policy, result))
     if main and config.eval.enabled:
         result.results_path = output_dir / RESULTS_FILE
         # Label the evaluation with the weights actually in memory (the best checkpoint when the

@@ -43,6 +43,7 @@ class TrainResult:
         results_path: the written ``results.json``.
         rank: this process's rank (0 outside distributed runs).
         world_size: processes that trained together.
+        train_cpu_seconds: CPU seconds of this process's training call (``train`` measures it).
     """
 
     algorithm: str
@@ -59,6 +60,7 @@ class TrainResult:
     results_path: Path | None = None
     rank: int = 0
     world_size: int = 1
+    train_cpu_seconds: float | None = None
 
     def metric_series(self, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` for every logged step that has ``key`` (e.g. ``"reward"``)."""
@@ -68,9 +70,10 @@ class TrainResult:
             if row.get(key) is not None
         ]
 
-    def write_rank_summary(self) -> Path:
+    def write_rank_summary(self, extra: dict[str, Any] | None = None) -> Path:
         """Write ``output_dir/ranks/rank-<rank>.json`` (every process writes its own), so a
-        distributed run shows which processes trained, for how many steps and how fast."""
+        distributed run shows which processes trained, for how many steps and how fast;
+        ``extra`` adds keys (``train.summary.cost_record``)."""
         from mmrl_harness.metrics.cost import peak_memory_mib
 
         folder = self.output_dir / "ranks"
@@ -84,6 +87,7 @@ class TrainResult:
             "train_seconds": self.train_seconds,
             "peak_memory_mib": peak_memory_mib(),
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            **(extra or {}),
         }
         path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         return path
