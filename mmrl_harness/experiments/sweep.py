@@ -196,7 +196,7 @@ def plan_table(plan: SweepPlan) -> Table:
     from rich.table import Table
 
     table = Table(title=f"sweep {plan.source} -> {plan.output_dir}", title_justify="left")
-    table.add_column("cell", no_wrap=True)
+    table.add_column("cell", overflow="fold", min_width=16)  # ids are long; fold, not crop
     for column in ("model", "fusion", "task", "algorithm", "seed", "status"):
         table.add_column(column, overflow="fold")
     for cell in plan.cells:
@@ -217,7 +217,7 @@ def outcome_table(plan: SweepPlan) -> Table:
     from rich.table import Table
 
     table = Table(title=f"sweep results in {plan.output_dir / SWEEP_FILE}", title_justify="left")
-    table.add_column("cell", no_wrap=True)
+    table.add_column("cell", overflow="fold", min_width=16)  # ids are long; fold, not crop
     for column in ("status", "success", "wall s", "CPU s"):
         table.add_column(column)
     for cell in plan.cells:
