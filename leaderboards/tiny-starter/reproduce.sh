@@ -20,10 +20,10 @@ for adapter in "${ADAPTERS[@]}"; do
       --override seed="${seed}" \
       --override output_dir="${out}" \
       --override resume=false \
-      --override max_steps=2 \
+      --override max_steps=1 \
       --override per_device_batch_size=8 \
       --override num_generations=4 \
-      --override save_steps=2 \
+      --override save_steps=1 \
       --override logging_steps=1 \
       --override eval.episodes=16 \
       --override eval.batch_size=16
