@@ -448,3 +448,31 @@ def test_reproduce_catches_records_from_other_weights(
     outcomes = reproduce("test", rank_entries(Board("test", root))[0].entry.key, 4, boards_dir=root)
     assert not any(o.verified for o in outcomes)
     assert all(o.mismatches for o in outcomes)
+
+
+def test_the_cli_submits_shows_and_refuses_with_the_field(
+    tmp_path: Path, runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mmrl_harness.cli import app
+    from mmrl_harness.leaderboard import cli as leaderboard_cli
+
+    monkeypatch.setattr(leaderboard_cli.console, "width", 250)  # no folded cells
+
+    root = tmp_path / "boards"
+    make_board(root)
+    cli = CliRunner()
+    good = [str(runs["greedy0"]), str(runs["greedy1"])]
+    done = cli.invoke(app, ["submit", *good, "--board", "test", "--boards-dir", str(root)])
+    assert done.exit_code == 0, done.output
+    assert done.output.count("accepted ") == 2
+    before = snapshot(root)
+    again = cli.invoke(app, ["submit", good[0], "--board", "test", "--boards-dir", str(root)])
+    assert again.exit_code == 1
+    assert "provenance.model.fingerprint + provenance.fusion + config: duplicate of" in (
+        again.output
+    )
+    assert snapshot(root) == before
+    shown = cli.invoke(app, ["leaderboard", "show", "test", "--boards-dir", str(root)])
+    assert shown.exit_code == 0 and "tiny-llava + concat" in shown.output
