@@ -476,3 +476,31 @@ def test_the_cli_submits_shows_and_refuses_with_the_field(
     assert snapshot(root) == before
     shown = cli.invoke(app, ["leaderboard", "show", "test", "--boards-dir", str(root)])
     assert shown.exit_code == 0 and "tiny-llava + concat" in shown.output
+
+
+def test_the_quickstart_board_is_created_and_takes_its_result(
+    tiny_llava: LoadedVLM, tmp_path: Path
+) -> None:
+    """What `mmrl quickstart` does last (its full run is tested in test_train_grpo.py)."""
+    from mmrl_harness.quickstart import quickstart_config, submit_to_local_board
+
+    config = quickstart_config(output_dir=str(tmp_path / "run"))
+    config = config.model_copy(update={"eval": config.eval.model_copy(update={"episodes": 4})})
+    task = resolve_task(config.task, config.task_overrides)
+    results = tmp_path / "results.json"
+    evaluate(
+        tiny_llava,
+        [task],
+        episodes=4,
+        batch_size=4,
+        max_new_tokens=1,
+        config={"train": config.model_dump(mode="json")},
+        output=results,
+    )
+    page = submit_to_local_board(results, config, tmp_path / "boards")
+    assert page == (tmp_path / "boards" / "quickstart" / "index.html").resolve()
+    assert page.read_text().count('<tr class="entry"') == 1
+    spec = Board("quickstart", tmp_path / "boards").spec
+    assert spec.tasks[task.name].seed_list() == [
+        r.seed for r in load_results(results).tasks[task.name].records
+    ]
