@@ -504,3 +504,29 @@ def test_the_quickstart_board_is_created_and_takes_its_result(
     assert spec.tasks[task.name].seed_list() == [
         r.seed for r in load_results(results).tasks[task.name].records
     ]
+
+
+def test_a_board_definition_with_an_unknown_field_or_column_is_refused(tmp_path: Path) -> None:
+    from mmrl_harness.leaderboard.board import BoardDefinitionError
+
+    make_board(tmp_path, "typo", min_trainig_seeds=3)
+    with pytest.raises(BoardDefinitionError, match="min_trainig_seeds: unknown field"):
+        Board("typo", tmp_path)
+    make_board(tmp_path, "column", secondary=["episode_length", "vibes"])
+    with pytest.raises(BoardDefinitionError, match="vibes"):
+        Board("column", tmp_path)
+
+
+REPO_BOARDS = Path(__file__).resolve().parent.parent / "leaderboards"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in REPO_BOARDS.iterdir() if p.is_dir()))
+def test_the_committed_boards_verify_and_rank(name: str) -> None:
+    board = Board(name, REPO_BOARDS)
+    stored = board.stored_files()
+    for path in stored:
+        assert verify_file(path) == [], path
+        assert path.name == f"{hashlib.sha256(path.read_bytes()).hexdigest()}.json"
+    rows = rank_entries(board)
+    assert sum(len(r.entry.runs) for r in rows) == len(stored)
+    assert all(len(r.entry.runs) >= board.spec.min_training_seeds for r in rows)

@@ -147,7 +147,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
     """A number for the table, or "–"."""
     if value is None or not np.isfinite(value):
         return MISSING
-    if abs(value) >= 1000:
+    if float(value).is_integer() and abs(value) >= 1000:  # counts: parameters, tokens
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
 
