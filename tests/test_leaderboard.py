@@ -530,3 +530,18 @@ def test_the_committed_boards_verify_and_rank(name: str) -> None:
     rows = rank_entries(board)
     assert sum(len(r.entry.runs) for r in rows) == len(stored)
     assert all(len(r.entry.runs) >= board.spec.min_training_seeds for r in rows)
+
+
+def test_strings_from_a_submission_are_escaped_on_the_page(
+    tmp_path: Path, runs: dict[str, Path]
+) -> None:
+    def rename(raw: Raw) -> None:
+        raw["provenance"]["fusion"]["name"] = "<script>alert(1)</script>"
+
+    files = [variant(runs[f"sampled{s}"], tmp_path, rename, rehash=True) for s in (0, 1)]
+    root = tmp_path / "boards"
+    make_board(root)
+    submit(files, "test", root)
+    readme, page = render("test", root)
+    text = page.read_text()
+    assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
