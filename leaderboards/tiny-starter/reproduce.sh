@@ -4,11 +4,12 @@
 # briefly with GRPO + LoRA (its end-of-run evaluation writes the results file), then
 # `mmrl submit` each adapter's three runs together and render the page.
 #   leaderboards/tiny-starter/reproduce.sh            # from the repository root
-# Runs go to runs/tiny-starter/ (not committed). Submitting runs that are already on the board
-# is refused as duplicates only if their config hash matches: clear submissions/ first to
-# rebuild the board from scratch.
+# Runs go to runs/tiny-starter/ (not committed). The board is rebuilt from scratch: its
+# submissions/ are removed first (the same runs again would be refused as duplicates; `git
+# checkout leaderboards/tiny-starter` restores the committed ones).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+rm -rf leaderboards/tiny-starter/submissions
 ADAPTERS=(concat weighted_sum cross_attention mm_transformer)
 SEEDS=(0 1 2)
 for adapter in "${ADAPTERS[@]}"; do
