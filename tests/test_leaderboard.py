@@ -542,6 +542,6 @@ def test_strings_from_a_submission_are_escaped_on_the_page(
     root = tmp_path / "boards"
     make_board(root)
     submit(files, "test", root)
-    readme, page = render("test", root)
+    _, page = render("test", root)
     text = page.read_text()
     assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text

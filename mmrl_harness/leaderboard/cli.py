@@ -65,7 +65,7 @@ def submit_command(
 def show_command(name: str, boards_dir: BoardsDir = "leaderboards") -> None:
     """Print the ranked table of a board."""
     from mmrl_harness.leaderboard.board import Board
-    from mmrl_harness.leaderboard.ranking import fmt, fmt_ci, rank_entries
+    from mmrl_harness.leaderboard.ranking import fmt_ci, fmt_column, rank_entries
 
     with _user_errors():
         board = Board(name, boards_dir)
@@ -92,7 +92,7 @@ def show_command(name: str, boards_dir: BoardsDir = "leaderboards") -> None:
             str(len(row.entry.runs)),
             fmt_ci(row.score),
             *(fmt_ci(row.per_task[t]) for t in board.spec.tasks),
-            *(fmt(row.secondary[c]) for c in board.spec.secondary),
+            *(fmt_column(c, row.secondary[c]) for c in board.spec.secondary),
         )
     console.print(table)
 

@@ -147,9 +147,20 @@ def fmt(value: float | None, digits: int = 3) -> str:
     """A number for the table, or "–"."""
     if value is None or not np.isfinite(value):
         return MISSING
-    if float(value).is_integer() and abs(value) >= 1000:  # counts: parameters, tokens
+    if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
+
+
+#: Secondary columns that count things (shown as integers).
+COUNT_COLUMNS = frozenset({"trainable_params", "tokens_generated"})
+
+
+def fmt_column(column: str, value: float | None) -> str:
+    """A secondary column's value: counts as integers, the rest as ``fmt``."""
+    if column in COUNT_COLUMNS and value is not None and np.isfinite(value):
+        return f"{round(value):,}"
+    return fmt(value)
 
 
 def fmt_ci(value: MetricValue) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrl_harness.leaderboard.board import SUBMISSIONS, Board
-from mmrl_harness.leaderboard.ranking import MISSING, Row, fmt, fmt_ci, rank_entries
+from mmrl_harness.leaderboard.ranking import MISSING, Row, fmt_ci, fmt_column, rank_entries
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:72rem;color:#222}
@@ -48,7 +48,7 @@ def _headers(board: Board) -> list[str]:
         "runs",
         f"{rule.aggregate.upper()} {rule.metric} ({rule.confidence:.0%} CI)",
         *board.spec.tasks,
-        *board.spec.secondary,
+        *(column.replace("_", " ") for column in board.spec.secondary),  # lets headers wrap
         "provenance",
     ]
 
@@ -60,12 +60,12 @@ def _cells(board: Board, row: Row, link: Any) -> list[str]:
     )
     return [
         str(row.rank),
-        row.entry.label,
+        f"{row.entry.label} ({row.entry.key})",
         row.entry.plugin,
         str(len(row.entry.runs)),
         fmt_ci(row.score),
         *(fmt_ci(row.per_task[t]) for t in board.spec.tasks),
-        *(fmt(row.secondary[c]) for c in board.spec.secondary),
+        *(fmt_column(c, row.secondary[c]) for c in board.spec.secondary),
         links,
     ]
 
