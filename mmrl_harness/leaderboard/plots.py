@@ -10,12 +10,18 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from mmrl_harness.leaderboard.board import Board
+from mmrl_harness.leaderboard.board import Board, LeaderboardError
 from mmrl_harness.leaderboard.ranking import Row
 
 
 def _figure(width: float = 5.0, height: float = 3.4) -> tuple[Any, Any]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise LeaderboardError(
+            "rendering a board draws its plots with matplotlib, which is not installed; "
+            "pip install 'mmrl-harness[leaderboard]'"
+        ) from None
 
     matplotlib.use("Agg")  # never a window: the page is rendered headless
     import matplotlib.pyplot as plt
