@@ -467,6 +467,8 @@ def test_the_cli_submits_shows_and_refuses_with_the_field(
     done = cli.invoke(app, ["submit", *good, "--board", "test", "--boards-dir", str(root)])
     assert done.exit_code == 0, done.output
     assert done.output.count("accepted ") == 2
+    original = load_results(runs["greedy0"]).document_sha256
+    assert f"document_sha256 {original} (original) -> " in done.output
     before = snapshot(root)
     again = cli.invoke(app, ["submit", good[0], "--board", "test", "--boards-dir", str(root)])
     assert again.exit_code == 1

@@ -58,6 +58,11 @@ def submit_command(
         accepted = submit(list(paths), board, boards_dir)
     for item in accepted:
         typer.echo(f"accepted {item.source} -> {item.stored} (entry {item.entry})")
+        # The stored copy is sanitised, so its document digest differs from the original's.
+        typer.echo(
+            f"  document_sha256 {item.original_document_sha256} (original) -> "
+            f"{item.stored_document_sha256} (stored)"
+        )
     typer.echo(f"render the page: mmrl leaderboard render {board} --boards-dir {boards_dir}")
 
 
