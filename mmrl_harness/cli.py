@@ -394,6 +394,12 @@ def quickstart(
         run_quickstart(family=family, console=console)
 
 
+# Leaderboards (mmrl submit, mmrl leaderboard ..., mmrl export-hub): mmrl_harness/leaderboard.
+from mmrl_harness.leaderboard.cli import register as _register_leaderboard  # noqa: E402
+
+_register_leaderboard(app)
+
+
 def main() -> None:
     """Entry point of the ``mmrl`` console script and ``python -m mmrl_harness``."""
     app()

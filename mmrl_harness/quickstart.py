@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -63,10 +65,15 @@ def quickstart_config(family: str = "llava", output_dir: str = "runs/quickstart"
 
 
 def run_quickstart(
-    family: str = "llava", console: Console | None = None, max_steps: int | None = None
+    family: str = "llava",
+    console: Console | None = None,
+    max_steps: int | None = None,
+    boards_dir: str | Path | None = "runs/leaderboards",
 ) -> dict[str, float]:
     """Train the tiny VLM with GRPO + LoRA and print success before and after.
 
+    With ``boards_dir``, the trained policy's greedy results are then submitted to the local
+    board ``quickstart`` there (created on first use) and its page rendered.
     Returns ``{"greedy_before", "sampled_before", "greedy_after", "sampled_after"}``.
     """
     from mmrl_harness.train import build_policy, evaluate_policy
@@ -98,8 +105,15 @@ def run_quickstart(
         )
         result = train_grpo(config, policy, console=console)
         with console.status("evaluating the trained policy"):
-            scores["greedy_after"] = _success(evaluate_policy(config, policy, do_sample=False))
+            results_path = Path(output_dir) / "results.json"
+            scores["greedy_after"] = _success(
+                evaluate_policy(config, policy, results_path, do_sample=False)
+            )
             scores["sampled_after"] = _success(evaluate_policy(config, policy, do_sample=True))
+        page = None
+        if boards_dir is not None:
+            with console.status("submitting to the local board"):
+                page = submit_to_local_board(results_path, config, Path(boards_dir))
     table = Table(title=f"success rate on {config.task} ({config.eval.episodes} episodes)")
     for column in ("policy", "before", "after", "change"):
         table.add_column(column, justify="right" if column != "policy" else "left")
@@ -107,11 +121,36 @@ def run_quickstart(
         before, after = scores[f"{mode}_before"], scores[f"{mode}_after"]
         table.add_row(mode, f"{before:.2f}", f"{after:.2f}", f"{after - before:+.2f}")
     console.print(table)
+    if page is not None:
+        console.print(f"submitted to the local board: open {page.as_uri()}")
     console.print(
         f"trained {result.global_step} steps in {result.train_seconds:.0f} s; whole quickstart "
         f"{time.perf_counter() - started:.0f} s. Next: `mmrl train examples/grpo_color_tiny.yaml`"
     )
     return scores
+
+
+def submit_to_local_board(results: Path, config: TrainConfig, boards_dir: Path) -> Path:
+    """Submit ``results`` to the board ``quickstart`` in ``boards_dir`` (created on first use,
+    for the quickstart's task and evaluation seeds); render it and return its ``index.html``."""
+    from mmrl_harness.evaluate import resolve_seeds, resolve_task
+    from mmrl_harness.leaderboard.render import render
+    from mmrl_harness.leaderboard.submit import submit
+
+    board = boards_dir / "quickstart" / "board.yaml"
+    if not board.exists():
+        task = resolve_task(config.task, config.task_overrides)
+        seeds = resolve_seeds(task, config.eval.episodes, config.eval.seeds)
+        spec = {
+            "title": "quickstart runs (local)",
+            "description": "Each `mmrl quickstart` submits its trained policy here.",
+            "tasks": {task.name: {"seeds": seeds, "overrides": dict(config.task_overrides)}},
+            "required_provenance": ["harness_version", "fusion.name"],
+        }
+        board.parent.mkdir(parents=True, exist_ok=True)
+        board.write_text(yaml.safe_dump(spec, sort_keys=False))
+    submit([results], "quickstart", boards_dir)
+    return render("quickstart", boards_dir)[1]
 
 
 def _success(results: Any) -> float:

@@ -164,7 +164,9 @@ def test_grpo_raises_the_reward_and_writes_checkpoint_results_and_metrics(
     assert result.results.provenance.fusion.checkpoint == str(result.last_checkpoint)
 
 
-def test_quickstart_trains_and_reports_greedy_and_sampled_success_before_and_after() -> None:
+def test_quickstart_trains_and_reports_greedy_and_sampled_success_before_and_after(
+    tmp_path: Path,
+) -> None:
     from io import StringIO
 
     from rich.console import Console
@@ -172,8 +174,11 @@ def test_quickstart_trains_and_reports_greedy_and_sampled_success_before_and_aft
     from mmrl_harness.quickstart import run_quickstart
 
     out = StringIO()
-    scores = run_quickstart(console=Console(file=out, width=100), max_steps=3)
+    scores = run_quickstart(console=Console(file=out, width=100), max_steps=3, boards_dir=tmp_path)
     assert set(scores) == {"greedy_before", "sampled_before", "greedy_after", "sampled_after"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     text = out.getvalue()
     assert "greedy" in text and "sampled" in text and "trained 3 steps" in text
+    # It ends on the local board: one stored run and the rendered page, whose path it prints.
+    assert len(list((tmp_path / "quickstart" / "submissions").glob("*.json"))) == 1
+    assert (tmp_path / "quickstart" / "index.html").is_file() and "index.html" in text
