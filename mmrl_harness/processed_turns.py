@@ -51,18 +51,21 @@ class ProcessedTurns:
         size = len(ids)
         if mask.shape != ids.shape:
             return None
-        lengths = mask.sum(1)
-        left_padded = torch.arange(ids.shape[1]) >= (ids.shape[1] - lengths.cpu())[:, None]
+        lengths = mask.sum(1).cpu()
+        left_padded = torch.arange(ids.shape[1]) >= (ids.shape[1] - lengths)[:, None]
         if not torch.equal(mask.cpu().bool(), left_padded):
             return None  # not left-padded with a contiguous mask: re-batching could not match
         per_token = tuple(k for k, v in inputs.items() if _is_per_token(v, ids.shape))
         rows: list[dict[str, torch.Tensor]] = [{} for _ in range(size)]
+        counts = lengths.tolist()
         for key, value in inputs.items():
-            pieces = _pieces(key, value, inputs, ids.shape, lengths.tolist())
+            # One device-to-host copy per tensor, then views of it per turn.
+            value = value.cpu() if isinstance(value, torch.Tensor) else value
+            pieces = _pieces(key, value, inputs, ids.shape, counts)
             if pieces is None:
                 return None
             for row, piece in zip(rows, pieces, strict=True):
-                row[key] = piece.cpu()
+                row[key] = piece
         return ProcessedTurns(rows, per_token, pad_id)
 
     def select(self, rows: Sequence[int] | torch.Tensor) -> ProcessedTurns:
