@@ -6,7 +6,8 @@ that is evaluated is the one that is trained by construction:
 
 - ``turn_inputs`` is the one input builder: ``build_inputs`` on each turn's own frame and
   prompt, position ids that skip left padding, and (when scoring a generated answer) the answer
-  tokens appended;
+  tokens appended; given the turns' processor output kept while acting (``ProcessedTurns``,
+  ``TurnScores.processed``) it re-batches that instead of running the processor again;
 - ``answer_scores`` is the one head: the action words' logits at the answer position
   (``action_logits``), or every token's logits with the suppressed tokens masked (``generate``),
   divided by the temperature;
