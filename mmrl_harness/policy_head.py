@@ -6,7 +6,8 @@ that is evaluated is the one that is trained by construction:
 
 - ``turn_inputs`` is the one input builder: ``build_inputs`` on each turn's own frame and
   prompt, position ids that skip left padding, and (when scoring a generated answer) the answer
-  tokens appended;
+  tokens appended; given the turns' processor output kept while acting (``ProcessedTurns``,
+  ``TurnScores.processed``) it re-batches that instead of running the processor again;
 - ``answer_scores`` is the one head: the action words' logits at the answer position
   (``action_logits``), or every token's logits with the suppressed tokens masked (``generate``),
   divided by the temperature;
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.processed_turns import ProcessedTurns
 
 PolicyMode = Literal["generate", "action_logits"]
 
@@ -162,6 +164,8 @@ class TurnScores:
     entropy: torch.Tensor  # (B,) entropy of the action distribution (per token in generate)
     values: torch.Tensor  # (B,) value head output (zeros without a value head)
     tokens: int  # tokens processed (prompt + image + answer), for throughput
+    # The turns' processor output, kept by act_turn so the update need not run it again.
+    processed: ProcessedTurns | None = None
 
 
 def turn_inputs(
@@ -170,18 +174,46 @@ def turn_inputs(
     prompts: Sequence[str],
     answers: Answers | None = None,
     spec: PolicySpec | None = None,
+    processed: ProcessedTurns | None = None,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """``build_inputs`` on each turn's own frame, plus the answer tokens in generate mode.
 
     Returns the inputs and ``logits_to_keep``. Position ids follow the attention mask (as in
     ``generate``) so a turn scores the same whatever the left padding of the batch it is in.
+    ``processed`` (these turns' processor output, kept while acting) stands in for running the
+    processor again: the same tensors, re-batched.
     """
-    import torch
+    if processed is not None:
+        inputs = processed.batch(loaded.device, loaded.model.dtype)
+    else:
+        inputs = prompt_inputs(loaded, frames, prompts)
+    return with_answers(loaded, inputs, answers, spec)
+
+
+def prompt_inputs(
+    loaded: LoadedVLM, frames: Sequence[np.ndarray], prompts: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """The processor's batch for these turns (``build_inputs`` on each turn's own frame)."""
     from PIL import Image
 
-    from mmrl_harness.models.generation import add_position_ids, build_inputs
+    from mmrl_harness.models.generation import build_inputs
 
-    inputs = dict(build_inputs(loaded, [Image.fromarray(f) for f in frames], list(prompts)))
+    return dict(build_inputs(loaded, [Image.fromarray(f) for f in frames], list(prompts)))
+
+
+def with_answers(
+    loaded: LoadedVLM,
+    inputs: dict[str, torch.Tensor],
+    answers: Answers | None = None,
+    spec: PolicySpec | None = None,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Prompt inputs made ready for a forward: the answer tokens appended in generate mode,
+    position ids added; and ``logits_to_keep``."""
+    import torch
+
+    from mmrl_harness.models.generation import add_position_ids
+
+    inputs = dict(inputs)
     keep = 1
     if answers is not None and spec is not None and spec.mode == "generate":
         prompt_ids = inputs["input_ids"]
@@ -195,6 +227,14 @@ def turn_inputs(
         inputs["attention_mask"] = torch.cat([mask, answers.mask.to(mask.device, mask.dtype)], 1)
         keep = ids.shape[1] + 1
     return add_position_ids(loaded, inputs), keep
+
+
+def split_turns(loaded: LoadedVLM, inputs: dict[str, torch.Tensor]) -> ProcessedTurns | None:
+    """Keep a processor batch per turn for ``turn_inputs(processed=...)`` (``None``: cannot)."""
+    from mmrl_harness.processed_turns import ProcessedTurns
+
+    pad_id = loaded.tokenizer.pad_token_id
+    return None if pad_id is None else ProcessedTurns.split(inputs, int(pad_id))
 
 
 def answer_scores(spec: PolicySpec, logits: torch.Tensor) -> torch.Tensor:
@@ -254,9 +294,14 @@ def score_turns(
     frames: Sequence[np.ndarray],
     prompts: Sequence[str],
     answers: Answers,
+    processed: ProcessedTurns | None = None,
 ) -> TurnScores:
-    """Log-probabilities, entropies and values of ``answers`` on these turns (differentiable)."""
-    inputs, keep = turn_inputs(loaded, frames, prompts, answers, spec)
+    """Log-probabilities, entropies and values of ``answers`` on these turns (differentiable).
+
+    ``processed``: the turns' processor output kept while acting (``TurnScores.processed``);
+    the same inputs as running the processor on ``frames`` and ``prompts`` again, cheaper.
+    """
+    inputs, keep = turn_inputs(loaded, frames, prompts, answers, spec, processed)
     logits, values = model(inputs, keep)
     return score_answers(spec, logits, values, answers, int(inputs["attention_mask"].sum()))
 
@@ -312,33 +357,39 @@ def _act_turn(
     import torch
 
     if spec.mode == "generate":
-        answers = _generate(loaded, spec, frames, prompts, generator)
+        raw = prompt_inputs(loaded, frames, prompts)
+        answers = _generate(loaded, spec, raw, generator)
         if not record:
             return answers, None
-        return answers, score_turns(model, loaded, spec, frames, prompts, answers)
+        processed = split_turns(loaded, raw)
+        scores = score_turns(model, loaded, spec, frames, prompts, answers, processed)
+        scores.processed = processed
+        return answers, scores
     if spec.mode != "action_logits":
         raise ValueError(f"unknown policy mode {spec.mode!r}; use 'generate' or 'action_logits'")
-    inputs, keep = turn_inputs(loaded, frames, prompts)
+    raw = prompt_inputs(loaded, frames, prompts)
+    inputs, keep = with_answers(loaded, raw)
     logits, values = model(inputs, keep)
     picks = pick(answer_scores(spec, logits), spec.do_sample, generator)
     answers = Answers([spec.action_words[int(i)] for i in picks], picks, torch.ones(len(picks), 1))
-    tokens = int(inputs["attention_mask"].sum())
-    return answers, score_answers(spec, logits, values, answers, tokens) if record else None
+    if not record:
+        return answers, None
+    scores = score_answers(spec, logits, values, answers, int(inputs["attention_mask"].sum()))
+    scores.processed = split_turns(loaded, raw)
+    return answers, scores
 
 
 def _generate(
     loaded: LoadedVLM,
     spec: PolicySpec,
-    frames: Sequence[np.ndarray],
-    prompts: Sequence[str],
+    inputs: dict[str, torch.Tensor],
     generator: torch.Generator | None,
 ) -> Answers:
     import torch
 
     from mmrl_harness.models.generation import decode_answers, generate_ids
 
-    inputs, _ = turn_inputs(loaded, frames, prompts)
-    inputs.pop("position_ids", None)  # generate derives them from the mask itself
+    # No position ids: generate derives them from the mask itself.
     kwargs: dict[str, Any] = {}
     if spec.do_sample:
         if generator is not None:

@@ -155,3 +155,65 @@ def _pil(frame: np.ndarray) -> Any:
     from PIL import Image
 
     return Image.fromarray(frame)
+
+
+@pytest.mark.parametrize("model_name", ["tiny-llava", "tiny-qwen2-vl"])
+def test_kept_processor_output_rebatches_to_what_the_processor_returns(
+    request: pytest.FixtureRequest, model_name: str
+) -> None:
+    """The update re-batches the processor output kept while acting instead of running the
+    processor again: any selection of turns, in any order, gives the processor's own batch."""
+    from mmrl_harness.policy_head import prompt_inputs, split_turns
+
+    loaded = request.getfixturevalue("tiny_llava" if model_name == "tiny-llava" else "tiny_qwen")
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    # Prompts of different lengths, so every batch is left-padded differently.
+    prompts = ["Left or right?", "Where is the target? Answer left or right.", "Go.", "a b c", "?"]
+    processed = split_turns(loaded, prompt_inputs(loaded, frames, prompts))
+    assert processed is not None and len(processed) == 5
+    for rows in ([3, 0, 2], [1], [4, 3, 2, 1, 0], [2, 4]):
+        got = processed.select(rows).batch(loaded.device, loaded.model.dtype)
+        want = prompt_inputs(loaded, [frames[i] for i in rows], [prompts[i] for i in rows])
+        assert got.keys() == want.keys()
+        for key in want:  # the same tensors: values, dtype and shape (padding included)
+            assert got[key].dtype == want[key].dtype, key
+            assert torch.equal(got[key], want[key]), key
+
+
+@pytest.mark.parametrize(
+    ("model_name", "mode"),
+    [
+        ("tiny-llava", "action_logits"),
+        ("tiny-qwen2-vl", "action_logits"),
+        ("tiny-llava", "generate"),
+    ],
+)
+def test_scoring_from_the_kept_inputs_equals_recomputing_them(
+    tmp_path: Path, model_name: str, mode: str
+) -> None:
+    """The rollout keeps every turn's processor output; scoring a shuffled minibatch from it
+    gives exactly what running the processor on the turns' frames and prompts gives."""
+    from mmrl_harness.train.episodic.policy import ActorCritic, ValueHead, hidden_size, score_turns
+
+    policy = _trained_policy(tmp_path, model_name)
+    spec, rollout, _ = _greedy_training_rollout(policy, mode)
+    assert rollout.processed is not None and len(rollout.processed) == len(rollout)
+    model = ActorCritic(policy.peft_model, ValueHead(hidden_size(policy.peft_model)))
+    rows = torch.randperm(len(rollout), generator=torch.Generator().manual_seed(0))[:9]
+    frames = [rollout.frames[int(i)] for i in rows]
+    prompts = [rollout.prompts[int(i)] for i in rows]
+    answers = rollout.answers.select(rows)
+    with torch.no_grad():
+        kept = score_turns(
+            model, policy.vlm, spec, frames, prompts, answers, rollout.processed.select(rows)
+        )
+        recomputed = score_turns(model, policy.vlm, spec, frames, prompts, answers)
+    # Identical input tensors (the test above) run the identical float32 computation, so the
+    # results are equal exactly, not merely close.
+    assert torch.equal(kept.logprobs, recomputed.logprobs)
+    assert torch.equal(kept.entropy, recomputed.entropy)
+    assert torch.equal(kept.values, recomputed.values)
+    assert kept.tokens == recomputed.tokens
+    # And they are the acting log-probabilities (other batch shapes: float32 rounding, ~1e-6).
+    torch.testing.assert_close(kept.logprobs, rollout.logprobs[rows], rtol=0, atol=1e-5)

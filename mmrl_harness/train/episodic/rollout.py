@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.processed_turns import ProcessedTurns
     from mmrl_harness.results import EpisodeRecord
     from mmrl_harness.tasks.episode import Observation, StepResult, TaskEnv
 
@@ -67,6 +68,9 @@ class Rollout:
     # collect_episodes only:
     episode_ids: torch.Tensor | None = None  # (S,) the episode (= environment) of each turn
     episode_returns: torch.Tensor | None = None  # (E,) each episode's undiscounted return
+    # The processor's output for every turn, kept while acting so the update does not run the
+    # processor again (None when the processor's batch could not be split per turn):
+    processed: ProcessedTurns | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -205,7 +209,16 @@ def collect_steps(
         dones=torch.stack([t.dones for t in turns]),
         bootstrap=torch.stack([t.bootstrap for t in turns]),
         next_values=next_values,
+        processed=_concat_processed([t.processed for t in turns]),
     )
+
+
+def _concat_processed(parts: Sequence[ProcessedTurns | None]) -> ProcessedTurns | None:
+    """All turns' processor outputs in order; ``None`` if any turn's is missing."""
+    from mmrl_harness.processed_turns import ProcessedTurns
+
+    kept = [p for p in parts if p is not None]
+    return ProcessedTurns.concat(kept) if kept and len(kept) == len(parts) else None
 
 
 @dataclass
@@ -222,6 +235,7 @@ class _StepTurn:
     bootstrap: torch.Tensor
     episodes: list[EpisodeRecord]
     tokens: int
+    processed: ProcessedTurns | None
 
 
 def _step_all(
@@ -268,6 +282,7 @@ def _step_all(
         final,
         episodes,
         scores.tokens,
+        scores.processed,
     )
 
 
@@ -293,7 +308,7 @@ def collect_episodes(
     group_seeds = [int(s) for s in seeds.choice(seed_pool, size=n // group_size)]
     for i in range(n):
         pool.reset(i, group_seeds[i // group_size])
-    turns: list[list[tuple[np.ndarray, str, Answers, float, float]]] = [[] for _ in range(n)]
+    turns: list[list[_EpisodeTurn]] = [[] for _ in range(n)]
     active = list(range(n))
     episodes: list[EpisodeRecord] = []
     tokens = 0
@@ -306,8 +321,16 @@ def collect_episodes(
         for row, i in enumerate(active):
             result, record = pool.step(i, answers.texts[row], generated[row])
             logprob = float(scores.logprobs[row])
+            processed = None if scores.processed is None else scores.processed.select([row])
             turns[i].append(
-                (turn_frames[row], turn_prompts[row], answers.select([row]), logprob, result.reward)
+                _EpisodeTurn(
+                    turn_frames[row],
+                    turn_prompts[row],
+                    answers.select([row]),
+                    logprob,
+                    result.reward,
+                    processed,
+                )
             )
             if record is not None:
                 episodes.append(record)
@@ -318,14 +341,27 @@ def collect_episodes(
         active = still
     rows = [(i, turn) for i in range(n) for turn in turns[i]]
     return Rollout(
-        frames=[t[0] for _, t in rows],
-        prompts=[t[1] for _, t in rows],
-        answers=Answers.concat([t[2] for _, t in rows]),
-        logprobs=torch.tensor([t[3] for _, t in rows]),
+        frames=[t.frame for _, t in rows],
+        prompts=[t.prompt for _, t in rows],
+        answers=Answers.concat([t.answer for _, t in rows]),
+        logprobs=torch.tensor([t.logprob for _, t in rows]),
         values=torch.zeros(len(rows)),
-        rewards=torch.tensor([t[4] for _, t in rows]),
+        rewards=torch.tensor([t.reward for _, t in rows]),
         episodes=episodes,
         tokens=tokens,
         episode_ids=torch.tensor([i for i, _ in rows], dtype=torch.long),
-        episode_returns=torch.tensor([sum(t[4] for t in episode) for episode in turns]),
+        episode_returns=torch.tensor([sum(t.reward for t in episode) for episode in turns]),
+        processed=_concat_processed([t.processed for _, t in rows]),
     )
+
+
+@dataclass
+class _EpisodeTurn:
+    """One turn of one episode in ``collect_episodes``."""
+
+    frame: np.ndarray
+    prompt: str
+    answer: Answers
+    logprob: float
+    reward: float
+    processed: ProcessedTurns | None

@@ -1,7 +1,8 @@
 """The optimisation half of an episodic update: clipped PPO / group-relative steps on a rollout.
 
 Every minibatch re-scores its turns with ``score_turns`` — the function that scored them while
-acting — on each turn's own frame, prompt and answer. The loss is the clipped surrogate, minus
+acting — on each turn's own frame, prompt and answer; the processor's output for those turns is
+the one kept while acting (``Rollout.processed``), re-batched, not recomputed. The loss is the clipped surrogate, minus
 ``ent_coef`` x entropy, plus the algorithm's own ``loss_terms`` (PPO: ``vf_coef`` x the value
 loss) and ``kl_coef`` x the KL to the reference policy (the same model with LoRA disabled) when
 that is on.
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.processed_turns import ProcessedTurns
     from mmrl_harness.train.episodic.algorithm import EpisodicAlgorithm
     from mmrl_harness.train.episodic.config import EpisodicConfig
     from mmrl_harness.train.episodic.rollout import Rollout
@@ -42,9 +44,17 @@ def reference_logprobs(
         for rows in torch.tensor_split(torch.arange(len(rollout)), chunks):
             frames = [rollout.frames[int(i)] for i in rows]
             prompts = [rollout.prompts[int(i)] for i in rows]
-            scores = score_turns(inner, loaded, spec, frames, prompts, rollout.answers.select(rows))
+            answers = rollout.answers.select(rows)
+            scores = score_turns(
+                inner, loaded, spec, frames, prompts, answers, _processed(rollout, rows)
+            )
             parts.append(scores.logprobs.float().cpu())
     return torch.cat(parts)
+
+
+def _processed(rollout: Rollout, rows: torch.Tensor) -> ProcessedTurns | None:
+    """The turns' processor output kept while acting (``None``: run the processor again)."""
+    return None if rollout.processed is None else rollout.processed.select(rows)
 
 
 def optimize(
@@ -124,7 +134,8 @@ def _loss(
     """The loss of some turns, its parts for logging, and the tokens processed."""
     frames = [rollout.frames[int(i)] for i in rows]
     prompts = [rollout.prompts[int(i)] for i in rows]
-    scores = score_turns(model, loaded, spec, frames, prompts, rollout.answers.select(rows))
+    answers = rollout.answers.select(rows)
+    scores = score_turns(model, loaded, spec, frames, prompts, answers, _processed(rollout, rows))
     device = scores.logprobs.device
     old = rollout.logprobs[rows].to(device)
     surrogate = clipped_policy_loss(scores.logprobs, old, advantages.to(device), opts.clip_range)
