@@ -55,7 +55,7 @@ def test_registered_through_its_entry_point() -> None:
     from mmrl_harness.registry import fusion_adapters
 
     assert fusion_adapters.load("film") is FiLMFusion
-    assert fusion_adapters.info("film").distribution == "mmrl-film"
+    assert fusion_adapters.infos()["film"].distribution == "mmrl-film"
 
 
 def test_attaching_leaves_logits_and_generation_unchanged(loaded: Any) -> None:
