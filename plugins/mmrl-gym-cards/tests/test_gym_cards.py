@@ -5,10 +5,9 @@ from __future__ import annotations
 from fractions import Fraction
 
 import gymnasium as gym
+import mmrl_gym_cards  # noqa: F401  (registers the env ids)
 import numpy as np
 import pytest
-
-import mmrl_gym_cards  # noqa: F401  (registers the env ids)
 from mmrl_gym_cards.envs import GOAL_REWARD, ILLEGAL_REWARD, CardFormulaEnv
 from mmrl_gym_cards.formula import FormulaError, evaluate, solve
 
@@ -16,14 +15,14 @@ OPS = ("plus", "minus", "times", "over")
 
 
 def test_formulas_follow_precedence_and_brackets() -> None:
-    assert evaluate("2 plus 3 times 4".split()) == 14
-    assert evaluate("open 2 plus 3 close times 4".split()) == 20
-    assert evaluate("8 over open 3 minus 8 over 3 close".split()) == 24
-    assert evaluate("1 over 3".split()) == Fraction(1, 3)
+    assert evaluate(["2", "plus", "3", "times", "4"]) == 14
+    assert evaluate(["open", "2", "plus", "3", "close", "times", "4"]) == 20
+    assert evaluate(["8", "over", "open", "3", "minus", "8", "over", "3", "close"]) == 24
+    assert evaluate(["1", "over", "3"]) == Fraction(1, 3)
     with pytest.raises(FormulaError, match="division by zero"):
-        evaluate("1 over open 2 minus 2 close".split())
+        evaluate(["1", "over", "open", "2", "minus", "2", "close"])
     with pytest.raises(FormulaError):
-        evaluate("1 plus".split())
+        evaluate(["1", "plus"])
 
 
 def test_solver_finds_the_hard_hand_and_refuses_an_impossible_one() -> None:
