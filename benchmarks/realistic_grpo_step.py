@@ -73,6 +73,7 @@ def build_model(folder: Path) -> int:
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     from mmrl_harness.models import tiny, vocab
+    from mmrl_harness.models.families import llava
 
     patch = 16
     config = LlavaConfig(
@@ -98,14 +99,14 @@ def build_model(folder: Path) -> int:
             size={"shortest_edge": IMAGE_SIZE},
             crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         ),
-        # The tiny models' recipe (private helpers: this is the same tokenizer, not a copy).
-        tokenizer=tiny._tokenizer("llava"),
+        # The tiny LLaVA's recipe: this is the same tokenizer, not a copy.
+        tokenizer=llava.tokenizer(),
         patch_size=patch,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=tiny.chat_template("llava"),
+        chat_template=tiny.chat_template(vocab.IMAGE_TOKEN),
     )
-    model = tiny._random_model(config, seed=0)
+    model = tiny.random_model(config, seed=0)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return sum(p.numel() for p in model.parameters())

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated tiny-model cache and the two tiny VLMs, built once per session."""
+"""Shared fixtures: an isolated tiny-model cache and the tiny VLMs, each built once per session."""
 
 from __future__ import annotations
 
@@ -41,3 +41,27 @@ def tiny_qwen(mmrl_cache: Path) -> LoadedVLM:
     from mmrl_harness.models.loading import load_vlm
 
     return load_vlm("tiny-qwen2-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_5(mmrl_cache: Path) -> LoadedVLM:
+    """``tiny-qwen2.5-vl`` loaded through ``load_vlm`` (shared: do not train it in place)."""
+    from mmrl_harness.models.loading import load_vlm
+
+    return load_vlm("tiny-qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics3(mmrl_cache: Path) -> LoadedVLM:
+    """``tiny-idefics3`` loaded through ``load_vlm`` (shared: do not train it in place)."""
+    from mmrl_harness.models.loading import load_vlm
+
+    return load_vlm("tiny-idefics3")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(mmrl_cache: Path) -> LoadedVLM:
+    """``tiny-gemma3`` loaded through ``load_vlm`` (shared: do not train it in place)."""
+    from mmrl_harness.models.loading import load_vlm
+
+    return load_vlm("tiny-gemma3")

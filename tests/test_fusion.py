@@ -20,13 +20,15 @@ from mmrl_harness.fusion import (
     fusion_lora_config,
     validate_plugin,
 )
-from mmrl_harness.models.anatomy import LLAVA, Anatomy
+from mmrl_harness.models.anatomy import Anatomy
+from mmrl_harness.models.families.llava import LLAVA
 from mmrl_harness.models.generation import build_inputs
 from mmrl_harness.models.loading import LoadedVLM
 from mmrl_harness.registry import PluginInfo, PluginValidationError, UnknownPluginError
 from mmrl_harness.testing import check_fusion_adapter
 
-FAMILIES = ["tiny_llava", "tiny_qwen"]
+#: Fixtures of every built-in family's tiny model (tests/conftest.py).
+FAMILIES = ["tiny_llava", "tiny_qwen", "tiny_qwen2_5", "tiny_idefics3", "tiny_gemma3"]
 #: Each adapter with options that exercise it on the 2-layer tiny models.
 ADAPTERS: dict[str, dict[str, Any]] = {
     "concat": {"train_projector": True},
@@ -306,12 +308,15 @@ def test_registry_lists_and_validates_the_four_builtins() -> None:
 
 # -- GRPO ----------------------------------------------------------------------------------------
 
-#: One family per adapter keeps the file fast; together they cover both families twice.
+#: One family per adapter keeps the file fast; together they cover every family at least once.
 GRPO_RUNS = [
     ("concat", "tiny_llava"),
     ("weighted_sum", "tiny_qwen"),
     ("cross_attention", "tiny_llava"),
     ("mm_transformer", "tiny_qwen"),
+    ("weighted_sum", "tiny_qwen2_5"),
+    ("cross_attention", "tiny_idefics3"),
+    ("mm_transformer", "tiny_gemma3"),
 ]
 
 

@@ -12,6 +12,8 @@ from PIL import Image
 
 from mmrl_harness.models import vocab
 from mmrl_harness.models.anatomy import UnsupportedArchitectureError
+from mmrl_harness.models.families.gemma3 import Gemma3OneImagePerPromptProcessor
+from mmrl_harness.models.families.qwen2_5_vl import Qwen2_5_VLImageOnlyProcessor
 from mmrl_harness.models.generation import (
     build_inputs,
     decode_answers,
@@ -26,9 +28,24 @@ from mmrl_harness.models.loading import (
     load_vlm,
     model_fingerprint,
 )
-from mmrl_harness.models.tiny import IMAGE_TOKENS, build_tiny_vlm, token_id
+from mmrl_harness.models.tiny import (
+    IMAGE_TOKENS,
+    UnknownTinyFamilyError,
+    build_tiny_vlm,
+    tiny_model_names,
+    token_id,
+)
 
-FAMILIES = ["tiny_llava", "tiny_qwen"]
+#: Fixtures of every built-in family's tiny model (tests/conftest.py).
+FAMILIES = ["tiny_llava", "tiny_qwen", "tiny_qwen2_5", "tiny_idefics3", "tiny_gemma3"]
+#: The placeholder token each family's processor expands, one per image feature.
+IMAGE_TOKEN = {
+    "llava": vocab.IMAGE_TOKEN,
+    "qwen2_vl": vocab.QWEN_IMAGE_TOKEN,
+    "qwen2_5_vl": vocab.QWEN_IMAGE_TOKEN,
+    "idefics3": vocab.IMAGE_TOKEN,
+    "gemma3": vocab.IMAGE_TOKEN,
+}
 QUESTIONS = ["what color is the shape ?", "how many objects ?", "move"]
 
 
@@ -66,13 +83,20 @@ def test_special_tokens_are_added_special_tokens(tiny_qwen: LoadedVLM) -> None:
 # -- building and loading ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("name", "family", "model_class"),
-    [
-        ("tiny-llava", "llava", "LlavaForConditionalGeneration"),
-        ("tiny-qwen2-vl", "qwen2_vl", "Qwen2VLForConditionalGeneration"),
-    ],
-)
+TINY = [
+    ("tiny-llava", "llava", "LlavaForConditionalGeneration"),
+    ("tiny-qwen2-vl", "qwen2_vl", "Qwen2VLForConditionalGeneration"),
+    ("tiny-qwen2.5-vl", "qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"),
+    ("tiny-idefics3", "idefics3", "Idefics3ForConditionalGeneration"),
+    ("tiny-gemma3", "gemma3", "Gemma3ForConditionalGeneration"),
+]
+
+
+def test_every_builtin_family_has_a_tiny_model() -> None:
+    assert tiny_model_names() == {name: family for name, family, _ in TINY}
+
+
+@pytest.mark.parametrize(("name", "family", "model_class"), TINY)
 def test_tiny_names_load_through_load_vlm(name: str, family: str, model_class: str) -> None:
     loaded = load_vlm(name)
     assert type(loaded.model).__name__ == model_class
@@ -80,7 +104,16 @@ def test_tiny_names_load_through_load_vlm(name: str, family: str, model_class: s
     assert loaded.name_or_path == name
     assert not loaded.model.training
     assert 50_000 < sum(p.numel() for p in loaded.model.parameters()) < 300_000
-    assert loaded.model.config.text_config.vocab_size == len(vocab.VOCAB)
+    # Shared words keep their ids in every family; a family's extra markup tokens come after.
+    assert loaded.model.config.text_config.vocab_size == len(loaded.tokenizer) >= len(vocab.VOCAB)
+    assert loaded.tokenizer.convert_tokens_to_ids(list(vocab.VOCAB)) == list(
+        range(len(vocab.VOCAB))
+    )
+
+
+def test_unknown_tiny_family_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(UnknownTinyFamilyError, match=r"'llama'; choose one of gemma3, idefics3"):
+        build_tiny_vlm("llama", tmp_path)
 
 
 def test_same_seed_builds_identical_weights(tmp_path: Path) -> None:
@@ -117,15 +150,21 @@ def test_build_rejects_image_size_that_does_not_tile(tmp_path: Path) -> None:
         build_tiny_vlm("llava", tmp_path, image_size=30)
 
 
-def test_plain_autoprocessor_loads_tiny_builds() -> None:
+@pytest.mark.parametrize(
+    ("family", "processor_class"),
+    [
+        ("llava", "LlavaProcessor"),
+        ("qwen2_vl", Qwen2VLImageOnlyProcessor.__name__),
+        ("qwen2_5_vl", Qwen2_5_VLImageOnlyProcessor.__name__),
+        ("idefics3", "Idefics3Processor"),
+        ("gemma3", Gemma3OneImagePerPromptProcessor.__name__),
+    ],
+)
+def test_plain_autoprocessor_loads_tiny_builds(family: str, processor_class: str) -> None:
     from transformers import AutoProcessor
 
-    assert isinstance(
-        AutoProcessor.from_pretrained(build_tiny_vlm("qwen2_vl")), Qwen2VLImageOnlyProcessor
-    )
-    assert type(AutoProcessor.from_pretrained(build_tiny_vlm("llava"))).__name__ == (
-        "LlavaProcessor"
-    )
+    processor = AutoProcessor.from_pretrained(build_tiny_vlm(family))
+    assert type(processor).__name__ == processor_class
 
 
 def test_qwen_checkpoint_naming_the_stock_processor_loads_without_torchvision(
@@ -173,10 +212,9 @@ def test_anatomy_paths_resolve_to_the_expected_modules(loaded: LoadedVLM) -> Non
     anatomy, model = loaded.anatomy, loaded.model
     text_config = anatomy.text_config(model)
     assert len(anatomy.layers(model)) == text_config.num_hidden_layers == 2
-    assert anatomy.get(model, "embed_tokens").weight.shape == (len(vocab.VOCAB), 64)
+    assert anatomy.get(model, "embed_tokens").weight.shape == (len(loaded.tokenizer), 64)
     assert anatomy.get(model, "language_model").layers is anatomy.layers(model)
-    image_token = vocab.IMAGE_TOKEN if anatomy.family == "llava" else vocab.QWEN_IMAGE_TOKEN
-    assert anatomy.image_token_id(model) == token_id(image_token)
+    assert anatomy.image_token_id(model) == token_id(IMAGE_TOKEN[anatomy.family])
     assert getattr(model.config.vision_config, anatomy.vision_hidden_size_attr) == 32
     assert anatomy.get(model, "projector") is not anatomy.get(model, "vision_tower")
 
@@ -193,6 +231,17 @@ def test_projector_output_is_the_image_tokens_fed_to_the_lm(loaded: LoadedVLM) -
     (features,) = seen
     assert features.shape[-1] == loaded.anatomy.text_config(loaded.model).hidden_size
     assert features.reshape(-1, features.shape[-1]).shape[0] == 2 * IMAGE_TOKENS
+
+
+def test_the_image_reaches_the_language_model(loaded: LoadedVLM) -> None:
+    # A random tiny model must still see its image (Gemma 3 zero-initialises its projection).
+    red, blue = _images(3)[0], _images(3)[2]
+    with torch.no_grad():
+        logits = [
+            loaded.model(**build_inputs(loaded, [image], ["what color ?"])).logits[0, -1]
+            for image in (red, blue)
+        ]
+    assert (logits[0] - logits[1]).abs().max() > 1e-3
 
 
 # -- prompting -----------------------------------------------------------------------------------
@@ -308,9 +357,9 @@ def test_folder_without_config_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_unsupported_vlm_family_names_the_supported_ones(tmp_path: Path) -> None:
-    from transformers import Idefics3Config
+    from transformers import PaliGemmaConfig
 
-    config = Idefics3Config(
+    config = PaliGemmaConfig(
         text_config={"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 64},
         vision_config={"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 64},
     )
@@ -318,7 +367,8 @@ def test_unsupported_vlm_family_names_the_supported_ones(tmp_path: Path) -> None
     with pytest.raises(UnsupportedArchitectureError) as err:
         load_vlm(tmp_path)
     message = _one_line(err)
-    assert "'idefics3'" in message and "llava, qwen2_vl" in message
+    assert "'paligemma'" in message
+    assert "gemma3, idefics3, llava, qwen2_5_vl, qwen2_vl" in message
     assert "mmrl_harness.architectures" in message
 
 

@@ -38,9 +38,11 @@ malformed_arch = "throwaway_good"
 """
 
 GOOD = """
-from mmrl_harness.models.anatomy import LLAVA
+from mmrl_harness.models.families.llava import LLAVA
 import dataclasses
-ANATOMY = dataclasses.replace(LLAVA, family="throwaway", model_types=("throwaway",))
+ANATOMY = dataclasses.replace(
+    LLAVA, family="throwaway", model_types=("throwaway",), tiny_model=None, build_tiny=None
+)
 """
 
 

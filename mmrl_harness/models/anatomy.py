@@ -1,12 +1,15 @@
 """Per-family "anatomy": where a VLM's image features come out and where they enter the LM.
 
 Fusion adapters never hard-code a family; they ask the anatomy. A new VLM family is supported by
-registering an ``Anatomy`` under the ``mmrl_harness.architectures`` entry-point group.
+registering an ``Anatomy`` under the ``mmrl_harness.architectures`` entry-point group; the
+built-in families each live in one file of ``mmrl_harness/models/families/`` (anatomy, processor
+quirks and tiny offline build together) and register the same way.
 Paths are dotted attribute paths from the loaded ``*ForConditionalGeneration`` model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +54,12 @@ class Anatomy:
         vision_hidden_size_attr: attribute of ``config.vision_config`` with the vision width.
         processor_class: ``"module:Class"`` of a processor to load instead of the one the
             checkpoint names, or None for ``AutoProcessor``. For families whose stock processor
-            imports torchvision through its video processor (Qwen-VL, SmolVLM).
+            imports torchvision through its video processor (Qwen-VL, SmolVLM), or whose stock
+            processor needs a fix to take one image per prompt (Gemma 3).
+        tiny_model: the name ``load_vlm`` builds offline for this family (``"tiny-llava"``), or
+            None when the family has no tiny build.
+        build_tiny: ``build_tiny(image_size) -> (config, processor)`` for the tiny offline
+            model (see ``mmrl_harness.models.tiny``), or None.
     """
 
     family: str
@@ -65,6 +73,8 @@ class Anatomy:
     text_config_attr: str = "text_config"
     vision_hidden_size_attr: str = "hidden_size"
     processor_class: str | None = None
+    tiny_model: str | None = None
+    build_tiny: Callable[[int], tuple[Any, Any]] | None = None
     plugin_api_version: int = PLUGIN_API_VERSION
 
     def get(self, model: Any, part: str) -> nn.Module:
@@ -82,29 +92,6 @@ class Anatomy:
     def text_config(self, model: Any) -> Any:
         """The language model's config."""
         return getattr(model.config, self.text_config_attr)
-
-
-LLAVA = Anatomy(
-    family="llava",
-    model_types=("llava",),
-    vision_tower="model.vision_tower",
-    projector="model.multi_modal_projector",
-    language_model="model.language_model",
-    decoder_layers="model.language_model.layers",
-    embed_tokens="model.language_model.embed_tokens",
-)
-
-QWEN2_VL = Anatomy(
-    family="qwen2_vl",
-    model_types=("qwen2_vl",),
-    vision_tower="model.visual",
-    projector="model.visual.merger",
-    language_model="model.language_model",
-    decoder_layers="model.language_model.layers",
-    embed_tokens="model.language_model.embed_tokens",
-    vision_hidden_size_attr="embed_dim",
-    processor_class="mmrl_harness.models.processors:Qwen2VLImageOnlyProcessor",
-)
 
 
 def validate_plugin(obj: Any, info: PluginInfo) -> None:

@@ -20,11 +20,11 @@ from transformers import AutoProcessor
 from mmrl_harness.errors import InputError, MMRLError
 from mmrl_harness.models.anatomy import Anatomy, UnsupportedArchitectureError, anatomy_for
 
-# Re-exported: importing it registers the class with AutoProcessor (see processors.py).
-from mmrl_harness.models.processors import (
+# Re-exported for existing imports; it now lives with the rest of its family.
+from mmrl_harness.models.families.qwen2_vl import (
     Qwen2VLImageOnlyProcessor as Qwen2VLImageOnlyProcessor,
 )
-from mmrl_harness.models.tiny import TINY_MODELS, build_tiny_vlm
+from mmrl_harness.models.tiny import build_tiny_vlm, tiny_model_names
 
 if TYPE_CHECKING:
     import torch
@@ -120,9 +120,10 @@ def load_vlm(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> LoadedVLM:
-    """Load a VLM and its processor from a Hub id, a local folder, or ``tiny-llava``/``tiny-qwen2-vl``.
+    """Load a VLM and its processor from a Hub id, a local folder, or a tiny name (``tiny-llava``).
 
-    Tiny names are built offline on first use (see ``build_tiny_vlm``). ``HF_HUB_OFFLINE=1`` is
+    Tiny names (``tiny_model_names()``: one per registered family with a tiny build) are built
+    offline on first use (see ``build_tiny_vlm``). ``HF_HUB_OFFLINE=1`` is
     honoured by the Hub client: only cached Hub models load then. The model is put in eval mode.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -166,8 +167,9 @@ def load_vlm(
 
 def _resolve_source(name: str) -> str:
     """A local folder or Hub id to hand to transformers; tiny names are built here."""
-    if name in TINY_MODELS:
-        return str(build_tiny_vlm(TINY_MODELS[name]))
+    tiny_names = tiny_model_names()
+    if name in tiny_names:
+        return str(build_tiny_vlm(tiny_names[name]))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -179,12 +181,12 @@ def _resolve_source(name: str) -> str:
     if path.exists():
         raise ModelNotFoundError(
             f"{name!r} is a file; pass the model *folder* written by save_pretrained, a Hub id, "
-            f"or one of {', '.join(TINY_MODELS)}"
+            f"or one of {', '.join(tiny_names)}"
         )
     if not _HUB_ID.match(name) or name.startswith((".", "~")) or os.sep in name.replace("/", ""):
         raise ModelNotFoundError(
             f"no model folder at {name!r} (and it is not a Hub id like 'org/name'); check the "
-            f"path, or use {' or '.join(TINY_MODELS)}, which are built offline"
+            f"path, or use {' or '.join(tiny_names)}, which are built offline"
         )
     return name
 
@@ -200,7 +202,7 @@ def _not_found_message(name: str, err: OSError) -> str:
     return (
         f"cannot load model {name!r}: not a local folder and not loadable from the Hugging Face "
         f"Hub ({why}: {_first_line(err)}). Pass a local save_pretrained folder, a cached Hub id, or "
-        f"{' / '.join(TINY_MODELS)} (built offline, no download)"
+        f"{' / '.join(tiny_model_names())} (built offline, no download)"
     )
 
 

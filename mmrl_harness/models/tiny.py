@@ -1,4 +1,4 @@
-"""Build the tiny offline default VLMs (``tiny-llava``, ``tiny-qwen2-vl``) from configs.
+"""Build the tiny offline VLMs (``tiny-llava``, ``tiny-qwen2-vl``, ...) from configs.
 
 Nothing is downloaded: the tokenizer is a word-level ``tokenizers`` model over
 :data:`mmrl_harness.models.vocab.VOCAB`, the weights are random from a fixed seed, and the image
@@ -6,8 +6,11 @@ processors are the PIL ones transformers uses when torchvision is absent. Each b
 ``save_pretrained`` folder, so the very same :func:`~mmrl_harness.models.loading.load_vlm` code
 path serves tiny models in tests and Hub checkpoints in real runs.
 
-Both families see a 32 px image as 16 image tokens and share one vocabulary and chat template
-(apart from the image markup), so results on the two are comparable.
+This module holds what every family shares (sizes, tokenizer, chat template, the cached build);
+each family's own config and processor come from its file in ``mmrl_harness/models/families/``
+through the ``build_tiny`` field of its registered ``Anatomy``. Every family sees a 32 px image
+as 16 image tokens and shares one vocabulary and chat template (apart from the image markup and
+a few family-specific special tokens appended at the end), so results across families compare.
 """
 
 from __future__ import annotations
@@ -20,14 +23,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from mmrl_harness.errors import InputError
 from mmrl_harness.models import vocab
 
-Family = Literal["llava", "qwen2_vl"]
-
-#: Names ``load_vlm`` accepts for the tiny builds, mapped to their family.
-TINY_MODELS: dict[str, Family] = {"tiny-llava": "llava", "tiny-qwen2-vl": "qwen2_vl"}
+if TYPE_CHECKING:
+    from mmrl_harness.models.anatomy import Anatomy
 
 #: Bump when the recipe changes in a way the hashed values below do not capture.
 RECIPE_VERSION = 1
@@ -39,7 +41,7 @@ CACHE_ENV = "MMRL_CACHE"
 
 # Sizes chosen so a build takes well under a second and GRPO/PPO learn the built-in tasks in
 # seconds on a CPU (docs/episodic.md, docs/training.md): ~110k parameters (LLaVA) and ~125k (Qwen2-VL).
-_TEXT = {
+TEXT_SIZES: dict[str, int] = {
     "hidden_size": 64,
     "intermediate_size": 128,
     "num_hidden_layers": 2,
@@ -47,13 +49,14 @@ _TEXT = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 512,
 }
-_VISION_WIDTH = 32
+#: Width of every tiny vision tower.
+VISION_WIDTH = 32
 #: Image tokens per image at every ``image_size`` (a 4 x 4 grid of features).
 IMAGE_TOKENS = 16
 
 _ROLES = "[" + ", ".join(f"'{r.strip('<|>')}'" for r in vocab.ROLE_TOKENS) + "]"
 
-# One template for both families; only the image markup differs. Roles and turn ends are added
+# One template for every family; only the image markup differs. Roles and turn ends are added
 # special tokens, so they can never be mistaken for (or sampled as) an answer word.
 _CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -71,15 +74,11 @@ _CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}<|assistant|> {%- endif -%}"
 )
-_IMAGE_MARKUP: dict[str, str] = {
-    "llava": vocab.IMAGE_TOKEN,
-    "qwen2_vl": vocab.VISION_START_TOKEN + vocab.QWEN_IMAGE_TOKEN + vocab.VISION_END_TOKEN,
-}
 
 
-def chat_template(family: Family) -> str:
-    """The Jinja chat template of a tiny family."""
-    return _CHAT_TEMPLATE.replace("IMAGE_MARKUP", _IMAGE_MARKUP[family])
+def chat_template(image_markup: str) -> str:
+    """The shared Jinja chat template, with ``image_markup`` where a message holds an image."""
+    return _CHAT_TEMPLATE.replace("IMAGE_MARKUP", image_markup)
 
 
 def token_id(token: str) -> int:
@@ -96,8 +95,29 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "mmrl_harness" / "tiny"
 
 
+class UnknownTinyFamilyError(InputError):
+    """No registered family builds a tiny model under this name."""
+
+
+def tiny_families() -> dict[str, Anatomy]:
+    """Every registered family that ships a tiny build, by family name (``"llava"``)."""
+    from mmrl_harness.registry import PluginError, architectures
+
+    found: dict[str, Anatomy] = {}
+    for loaded in architectures.load_all().values():
+        # A broken architectures plugin must not hide the working families' tiny builds.
+        if not isinstance(loaded, PluginError) and loaded.build_tiny is not None:
+            found[loaded.family] = loaded
+    return found
+
+
+def tiny_model_names() -> dict[str, str]:
+    """Names ``load_vlm`` builds offline (``"tiny-llava"``), mapped to their family."""
+    return {a.tiny_model: f for f, a in tiny_families().items() if a.tiny_model is not None}
+
+
 def build_tiny_vlm(
-    family: Family,
+    family: str,
     cache_dir: str | os.PathLike[str] | None = None,
     *,
     seed: int = 0,
@@ -106,22 +126,25 @@ def build_tiny_vlm(
 ) -> Path:
     """Build (or reuse) a deterministic tiny VLM offline and return its ``save_pretrained`` folder.
 
-    The folder is ``<cache_dir>/<family>-<hash of the recipe>``; the same seed and settings give
-    byte-identical weights. It is written into a temporary folder and renamed into place, so a
-    crashed or concurrent build never leaves a half-written model behind. ``force`` rebuilds.
+    ``family`` is a registered family with a tiny build (``tiny_families()``). The folder is
+    ``<cache_dir>/<family>-<hash of the recipe>``; the same seed and settings give byte-identical
+    weights. It is written into a temporary folder and renamed into place, so a crashed or
+    concurrent build never leaves a half-written model behind. ``force`` rebuilds.
     """
-    if family not in _IMAGE_MARKUP:
-        raise ValueError(
-            f"unknown tiny VLM family {family!r}; choose one of {', '.join(_IMAGE_MARKUP)} "
-            f"(or load by name: {', '.join(TINY_MODELS)})"
+    families = tiny_families()
+    anatomy = families.get(family)
+    if anatomy is None or anatomy.build_tiny is None:
+        raise UnknownTinyFamilyError(
+            f"unknown tiny VLM family {family!r}; choose one of {', '.join(sorted(families))} "
+            f"(or load by name: {', '.join(sorted(tiny_model_names()))})"
         )
     if image_size < 8 or image_size % 8:
-        raise ValueError(
+        raise InputError(
             f"tiny VLM image_size must be a positive multiple of 8, got {image_size}: the image "
             "is cut into a 4 x 4 grid of 2 x 2-merged patches; use 32 (the default) or 64"
         )
-    config, processor = _parts(family, image_size)
-    recipe = _recipe(family, seed, image_size, config)
+    config, processor = anatomy.build_tiny(image_size)
+    recipe = _recipe(family, seed, image_size, config, processor)
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"{family}-{digest}"
@@ -131,7 +154,7 @@ def build_tiny_vlm(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
-        model = _random_model(config, seed)
+        model = random_model(config, seed, processor.tokenizer)
         with _quiet_progress_bars():  # a shard bar for a 0.5 MB file is noise in every test log
             model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -171,18 +194,19 @@ def _move_into_place(tmp: Path, target: Path, *, replace: bool) -> None:
             raise
 
 
-def _recipe(family: Family, seed: int, image_size: int, config: Any) -> dict[str, Any]:
+def _recipe(family: str, seed: int, image_size: int, config: Any, processor: Any) -> dict[str, Any]:
     """Everything that determines the build; its hash names the cache folder."""
     import torch
     import transformers
 
+    tokens = processor.tokenizer.get_vocab()
     return {
         "recipe_version": RECIPE_VERSION,
         "family": family,
         "seed": seed,
         "image_size": image_size,
-        "vocab": list(vocab.VOCAB),
-        "chat_template": chat_template(family),
+        "vocab": sorted(tokens, key=tokens.__getitem__),
+        "chat_template": processor.chat_template,
         "config": config.to_dict(),
         # Weight initialisation may change between releases; a new release builds afresh.
         "transformers": transformers.__version__,
@@ -190,42 +214,63 @@ def _recipe(family: Family, seed: int, image_size: int, config: Any) -> dict[str
     }
 
 
-def _random_model(config: Any, seed: int) -> Any:
-    """The model with weights drawn from ``seed``, leaving the caller's RNG state untouched."""
+def random_model(config: Any, seed: int, tokenizer: Any = None) -> Any:
+    """The model of ``config`` with weights drawn from ``seed``, leaving the caller's RNG alone.
+
+    No weight matrix is left all zero (those are redrawn from N(0, 0.02)).
+
+    Its generation config may emit words and the end of turn only: every other special token of
+    ``tokenizer`` (default: the shared vocabulary's) is suppressed, because sampling a pad, role
+    or image token would corrupt the next turn's prompt (an extra image token breaks the count).
+    """
     import torch
     from transformers import AutoModelForImageTextToText
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config)
+        # Some families zero-initialise a weight matrix meant to be loaded (Gemma 3's image
+        # projection): in a random model that would cut the image off the language model.
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.ndim >= 2 and not bool(param.any()):
+                    param.normal_(0.0, 0.02)
+    specials = (
+        [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+        if tokenizer is not None
+        else list(vocab.SPECIAL_TOKENS)
+    )
+    ids = tokenizer.convert_tokens_to_ids if tokenizer is not None else token_id
     gen = model.generation_config
     gen.bos_token_id = token_id(vocab.BOS_TOKEN)
     gen.eos_token_id = token_id(vocab.EOS_TOKEN)
     gen.pad_token_id = token_id(vocab.PAD_TOKEN)
-    # Only words and the end of turn may be generated: sampling a pad, role or image token
-    # would corrupt the next turn's prompt (an extra <image> breaks the image-token count).
-    gen.suppress_tokens = [token_id(t) for t in vocab.SPECIAL_TOKENS if t != vocab.EOS_TOKEN]
+    gen.suppress_tokens = sorted(ids(t) for t in specials if t != vocab.EOS_TOKEN)
     return model
 
 
-def _tokenizer(family: Family) -> Any:
-    """A word-level fast tokenizer over the vocabulary, special tokens registered as added tokens."""
+def tokenizer(image_tokens: dict[str, str], extra_special: tuple[str, ...] = ()) -> Any:
+    """A word-level fast tokenizer over the vocabulary, special tokens registered as added tokens.
+
+    ``image_tokens`` names the family's multimodal tokens as tokenizer attributes
+    (``{"image_token": "<image>"}``); ``extra_special`` are special tokens only this family needs,
+    appended after the shared vocabulary so every shared word keeps its id in every family.
+    """
     from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    words = (*vocab.VOCAB, *extra_special)
     backend = Tokenizer(
-        models.WordLevel({w: i for i, w in enumerate(vocab.VOCAB)}, unk_token=vocab.UNK_TOKEN)
+        models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=vocab.UNK_TOKEN)
     )
     # Lower-case so "What" and "what" are one word; Whitespace also splits "color?" into two.
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in vocab.SPECIAL_TOKENS]
-    )
-    image_tokens = (
-        {"image_token": vocab.IMAGE_TOKEN}
-        if family == "llava"
-        else {"image_token": vocab.QWEN_IMAGE_TOKEN, "video_token": vocab.QWEN_VIDEO_TOKEN}
+        [
+            AddedToken(t, special=True, normalized=False)
+            for t in (*vocab.SPECIAL_TOKENS, *extra_special)
+        ]
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -239,113 +284,19 @@ def _tokenizer(family: Family) -> Any:
     )
 
 
-def _parts(family: Family, image_size: int) -> tuple[Any, Any]:
-    """The model config and the processor of a tiny family."""
-    tokenizer = _tokenizer(family)
-    text = {
-        **_TEXT,
-        "vocab_size": len(vocab.VOCAB),
+def text_config(vocab_size: int = len(vocab.VOCAB), **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of the shared tiny language model (sizes and special-token ids)."""
+    return {
+        **TEXT_SIZES,
+        "vocab_size": vocab_size,
         "bos_token_id": token_id(vocab.BOS_TOKEN),
         "eos_token_id": token_id(vocab.EOS_TOKEN),
         "pad_token_id": token_id(vocab.PAD_TOKEN),
+        **overrides,
     }
-    if family == "llava":
-        return _llava_parts(tokenizer, text, image_size)
-    return _qwen2_vl_parts(tokenizer, text, image_size)
 
 
-def _llava_parts(tokenizer: Any, text: dict[str, Any], image_size: int) -> tuple[Any, Any]:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    patch = image_size // 4
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=_VISION_WIDTH,
-            intermediate_size=2 * _VISION_WIDTH,
-            projection_dim=_VISION_WIDTH,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch,
-        ),
-        text_config=LlamaConfig(**text, tie_word_embeddings=False),
-        image_token_index=token_id(vocab.IMAGE_TOKEN),
-        # "default" drops CLIP's CLS feature: 4 x 4 patches give exactly IMAGE_TOKENS tokens.
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
-        image_seq_length=IMAGE_TOKENS,
-        tie_word_embeddings=False,
-    )
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=patch,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the CLS token the strategy then drops
-        chat_template=chat_template("llava"),
-    )
-    return config, processor
-
-
-def _qwen2_vl_parts(tokenizer: Any, text: dict[str, Any], image_size: int) -> tuple[Any, Any]:
-    from transformers import Qwen2VLConfig
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
-        Qwen2VLImageProcessorPil,
-    )
-
-    from mmrl_harness.models.processors import Qwen2VLImageOnlyProcessor
-
-    patch = image_size // 8  # 8 x 8 patches, merged 2 x 2 into IMAGE_TOKENS tokens
-    head_dim = _TEXT["hidden_size"] // _TEXT["num_attention_heads"]
-    config = Qwen2VLConfig(
-        vision_config={
-            "depth": 1,
-            "embed_dim": _VISION_WIDTH,
-            "hidden_size": _TEXT["hidden_size"],  # the merger projects into the LM width
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": patch,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-        },
-        text_config={
-            **text,
-            # M-RoPE splits the rotary half-dimension into temporal, height and width sections.
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": _mrope_section(head_dim // 2),
-            },
-        },
-        image_token_id=token_id(vocab.QWEN_IMAGE_TOKEN),
-        video_token_id=token_id(vocab.QWEN_VIDEO_TOKEN),
-        vision_start_token_id=token_id(vocab.VISION_START_TOKEN),
-        vision_end_token_id=token_id(vocab.VISION_END_TOKEN),
-        tie_word_embeddings=False,
-    )
-    pixels = image_size * image_size
-    image_processor = Qwen2VLImageProcessorPil(
-        # min = max pixels: every image is resized to about image_size² pixels, so a square
-        # image always gives IMAGE_TOKENS tokens (other aspect ratios give a few fewer).
-        size={"shortest_edge": pixels, "longest_edge": pixels},
-        patch_size=patch,
-        temporal_patch_size=2,
-        merge_size=2,
-    )
-    processor = Qwen2VLImageOnlyProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        chat_template=chat_template("qwen2_vl"),
-    )
-    return config, processor
-
-
-def _mrope_section(half: int) -> list[int]:
+def mrope_section(half: int) -> list[int]:
     """Split ``half`` rotary frequencies into (temporal, height, width), like Qwen's 16/24/24."""
     spatial = (half - half // 4) // 2
     return [half - 2 * spatial, spatial, spatial]

@@ -42,10 +42,11 @@ NEW_TOKENS = 4
 
 
 def default_families() -> tuple[str, ...]:
-    """The tiny offline families every adapter is checked on (``load_vlm`` names)."""
-    from mmrl_harness.models.tiny import TINY_MODELS
+    """The tiny offline families every adapter is checked on (``load_vlm`` names): every
+    installed family that has a tiny build, so a new family is checked without being named."""
+    from mmrl_harness.models.tiny import tiny_model_names
 
-    return tuple(TINY_MODELS)
+    return tuple(sorted(tiny_model_names()))
 
 
 def check_fusion_adapter(
