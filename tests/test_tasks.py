@@ -503,3 +503,26 @@ def test_docs_describe_every_schema_field() -> None:
 def test_system_prompt_names_the_actions() -> None:
     env = numberline(system_prompt="answer with one of: {actions}")
     assert env.system_prompt == "answer with one of: left right"
+
+
+def test_numberline_eval_seeds_are_all_solvable_and_every_state_draws_its_own_frame() -> None:
+    """The example's plateau (greedy success stuck at 0.91-0.94) is not the task's doing: no
+    evaluation seed starts on the target or further than max_steps from it, the oracle solves
+    each in |target - start| turns, and at 32 px the 20 (target, marker) states draw 20 distinct
+    frames (a policy can tell every state apart from the image alone)."""
+    task = with_overrides(get_task("numberline"), {"env_kwargs.image_size": 32})
+    env = make_task_env(task)
+    line = env.env.unwrapped
+    for seed in task.eval_seeds.seeds():
+        env.reset(seed)
+        distance = abs(line.target - line.position)
+        assert 1 <= distance <= task.max_steps, seed
+        _, length, success = run_episode(env, seed, scripted)
+        assert (length, success) == (distance, True), seed
+    frames = set()
+    for target in range(line.line_length):
+        for position in range(line.line_length):
+            if position != target:
+                line.target, line.position = target, position
+                frames.add(line._observation()["image"].tobytes())
+    assert len(frames) == line.line_length * (line.line_length - 1)
