@@ -270,10 +270,16 @@ def test_killed_run_resumes_to_the_same_step_count_with_the_optimizer_state_cont
 def test_shipped_examples_and_accelerate_configs_are_valid() -> None:
     from accelerate.commands.config.config_args import load_config_from_file
 
+    from mmrl_harness.experiments.spec import expand, load_sweep
+
     examples = sorted((REPO / "examples").glob("*.yaml"))
-    assert examples
+    sweeps = [path for path in examples if path.stem.startswith("study_")]
+    assert sweeps and len(sweeps) < len(examples)
     for path in examples:
-        load_train_config(path)
+        if path in sweeps:  # a sweep file: every cell must expand to a valid training config
+            assert expand(load_sweep(path), path)
+        else:
+            load_train_config(path)
     kinds = {
         path.stem: load_config_from_file(str(path)).distributed_type.value
         for path in (REPO / "accelerate_configs").glob("*.yaml")
