@@ -192,6 +192,40 @@ def test_a_duplicate_is_refused(boards: Path, runs: dict[str, Path]) -> None:
     assert refused_field(boards, [runs["sampled0"], runs["sampled0"]]) == fields
 
 
+def as_checkpoint_eval(training_seed_: int) -> Callable[[Raw], None]:
+    """What ``mmrl eval --checkpoint`` writes (schema 1.2): an evaluation config with no seed
+    (the same for every training seed) and the training seed in ``training``."""
+
+    def edit(raw: Raw) -> None:
+        raw["schema_version"] = "1.2"
+        raw["config"].pop("seed")
+        raw["config"].pop("output_dir")
+        raw["training"] = {
+            "algorithm": "grpo", "seed": training_seed_, "steps": 4, "samples": 32,
+            "wall_time_s": 1.0, "trainable_params": 10,
+        }  # fmt: skip
+
+    return edit
+
+
+def test_runs_of_one_checkpoint_recipe_differ_by_their_training_seed(
+    tmp_path: Path, runs: dict[str, Path]
+) -> None:
+    """Three checkpoints of one recipe share their evaluation config: the training seed in
+    ``training`` keeps them apart (one entry of three runs), and the same seed twice is still a
+    duplicate."""
+    root = tmp_path / "boards"
+    make_board(root)
+    files = [variant(runs["greedy0"], tmp_path, as_checkpoint_eval(s), True) for s in (0, 1, 2)]
+    submit(files, "test", root)
+    (row,) = rank_entries(Board("test", root))
+    assert sorted(run.seed for run in row.entry.runs) == [0, 1, 2]
+    again = variant(runs["greedy1"], tmp_path, as_checkpoint_eval(1), True)
+    assert refused_field(root, [again]) == [
+        "provenance.model.fingerprint + provenance.fusion + config"
+    ]
+
+
 def test_the_wrong_task_set_is_refused(boards: Path, runs: dict[str, Path]) -> None:
     two_tasks = {TASK: {"seeds": list(SEEDS)}, "color_shape": {"seeds": list(SEEDS)}}
     make_board(boards, "two", tasks=two_tasks)

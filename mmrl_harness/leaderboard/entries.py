@@ -3,7 +3,9 @@
 A *run* is one accepted results file. An *entry* is every run of the same model, adapter
 (name and options) and configuration apart from the training seed: the board ranks entries,
 aggregating the primary metric over their runs (training seeds). Two runs with the same model
-fingerprint, adapter and whole configuration hash are duplicates.
+fingerprint, adapter, whole configuration hash and training seed are duplicates (the training
+seed counts because the configuration of ``mmrl eval --checkpoint`` is the evaluation's, the
+same for every training seed).
 
 Results schema 1.2 adds ``training`` (with the training ``seed``); a 1.1 file falls back to
 its config's ``seed``, or ``train.seed`` in the config of ``mmrl train``'s evaluation. Every 1.2 field is read with ``getattr``,
@@ -42,19 +44,24 @@ def model_identity(results: EvalResults) -> str:
 
 
 def duplicate_key(results: EvalResults) -> str:
-    """Same model fingerprint + adapter (name and options) + config hash = the same run."""
+    """Same model fingerprint + adapter (name and options) + config hash + training seed = the
+    same run."""
     fusion = results.provenance.fusion
-    return json_digest(
-        [model_identity(results), fusion.name, fusion.options, fusion.checkpoint, results.config]
-    )
+    parts = [model_identity(results), fusion.name, fusion.options, fusion.checkpoint]
+    return json_digest([*parts, results.config, training_seed(results)])
 
 
 def entry_key(results: EvalResults) -> str:
-    """What the runs of one entry share: model, adapter and config without per-run keys."""
+    """What the runs of one entry share: model, adapter, config without per-run keys, and the
+    training recipe (algorithm and steps) where the file records it (schema 1.2)."""
     fusion = results.provenance.fusion
     recipe = _without_per_run(results.config)
     parts = [results.provenance.model.name_or_path, model_identity(results), fusion.name]
-    return json_digest([*parts, fusion.options, recipe])[:12]
+    training = getattr(results, "training", None)
+    trained = [getattr(training, "algorithm", None), getattr(training, "steps", None)]
+    if training is None:  # keys as before 1.2, so boards of 1.1 files keep their entry keys
+        return json_digest([*parts, fusion.options, recipe])[:12]
+    return json_digest([*parts, fusion.options, recipe, trained])[:12]
 
 
 def _without_per_run(config: dict[str, Any]) -> dict[str, Any]:
