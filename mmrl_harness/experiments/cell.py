@@ -15,9 +15,12 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmrl_harness.experiments.spec import Cell, SweepError
+
+if TYPE_CHECKING:
+    from mmrl_harness.train.config import TrainConfig
 
 #: File names inside a cell folder.
 CELL_FILE = "cell.json"
@@ -68,8 +71,7 @@ def run_cell(cell_data: dict[str, Any], threads: int) -> dict[str, Any]:
 
 
 def _train_and_evaluate(cell: Cell, folder: Path) -> Path:
-    """``train`` (without its own evaluation), then ``run_eval`` on the final checkpoint."""
-    from mmrl_harness.evaluate import run_eval
+    """``train`` (without its own evaluation), then ``run_eval`` on the last checkpoint."""
     from mmrl_harness.train import train, train_config_from_dict
 
     config = train_config_from_dict(cell.config, f"cell {cell.id}")
@@ -77,14 +79,24 @@ def _train_and_evaluate(cell: Cell, folder: Path) -> Path:
     # `mmrl eval --checkpoint`), so the trainer's in-memory evaluation would only double the cost.
     config = config.model_copy(update={"eval": config.eval.model_copy(update={"enabled": False})})
     result = train(config)
-    weights = result.policy_checkpoint or result.last_checkpoint
+    # The last checkpoint, not a kept "best" one: the trainers pick their best on the task's
+    # evaluation seeds, which the cell then evaluates on, so the best would be scored on the very
+    # episodes it was selected by (an optimistic, biased figure).
+    weights = result.last_checkpoint or result.policy_checkpoint
     if weights is None:
         raise SweepError(
             f"cell {cell.id}: training wrote no checkpoint in {config.output_dir}; set "
             f"save_steps (now {config.save_steps}) to at most max_steps ({config.max_steps})"
         )
     del result  # free the trained model before the checkpoint loads
-    output = folder / RESULTS_FILE
+    return evaluate_checkpoint(config, weights, folder / RESULTS_FILE)
+
+
+def evaluate_checkpoint(config: TrainConfig, weights: Path, output: Path) -> Path:
+    """Evaluate the checkpoint ``weights`` of a cell's training ``config`` as the cell does
+    (its task, overrides, evaluation seeds and policy settings); write ``output``."""
+    from mmrl_harness.evaluate import run_eval
+
     run_eval(
         None,
         [config.task],
