@@ -437,6 +437,101 @@ def test_micro_batches_accumulate_the_whole_minibatch_gradient(tmp_path: Path) -
             )
 
 
+def test_target_kl_ends_the_update_before_the_step_that_would_exceed_it(tmp_path: Path) -> None:
+    from accelerate import Accelerator
+
+    from mmrl_harness.train.algorithms.ppo import PPO
+    from mmrl_harness.train.episodic.config import EpisodicConfig
+    from mmrl_harness.train.episodic.update import optimize
+
+    _, loaded, spec, model, _, rollout = _rollout(tmp_path, "action_logits", steps=3)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    counts = {}
+    for target in (None, 1e3, 1e-6):
+        model.load_state_dict(initial, strict=False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=1e-2)
+        opts = EpisodicConfig(ppo_epochs=3, num_minibatches=2, target_kl=target)
+        stats = optimize(
+            Accelerator(cpu=True), model, optimizer, params, loaded, spec, rollout, opts, PPO()
+        )
+        adam_steps = {int(s["step"]) for s in optimizer.state.values()}
+        assert adam_steps == {int(stats["optimizer_steps"])}
+        counts[target] = int(stats["optimizer_steps"])
+    # Off, or a bound never reached: every epoch's every minibatch steps.
+    assert counts[None] == counts[1e3] == 3 * 2
+    # The first minibatch is scored by the rollout's own policy (ratio 1, KL ~1e-11: the re-scoring
+    # differs from acting by float32 summation order only), so it always steps; after one Adam
+    # step of 1e-2 on every LoRA weight the next minibatch's KL is far above 1e-6, so the update
+    # ends there, the remaining epochs included.
+    assert counts[1e-6] == 1
+
+
+def test_value_learning_rate_gives_the_value_head_its_own_adam_group() -> None:
+    from mmrl_harness.train.episodic.policy import ValueHead
+    from mmrl_harness.train.episodic.trainer import make_optimizer
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = torch.nn.Linear(8, 8)
+            self.value_head = ValueHead(8, 4)
+
+    net = Tiny()
+    torch.nn.init.normal_(net.value_head.net[2].weight)  # so every value-head weight has a gradient
+    shared = make_optimizer(net, 1e-3, None)  # type: ignore[arg-type]
+    assert [g["lr"] for g in shared.param_groups] == [1e-3]
+    optimizer = make_optimizer(net, 1e-3, 1e-2)  # type: ignore[arg-type]
+    policy_group, value_group = optimizer.param_groups
+    assert (policy_group["lr"], value_group["lr"]) == (1e-3, 1e-2)
+    assert {id(p) for p in value_group["params"]} == {id(p) for p in net.value_head.parameters()}
+    assert {id(p) for p in policy_group["params"]} == {id(p) for p in net.policy.parameters()}
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    x = torch.randn(16, 8)
+    (net.value_head(net.policy(x)) ** 2).mean().backward()
+    optimizer.step()
+    # Adam's first step moves each weight by lr * g / (|g| + 1e-5): lr to within 1e-5 / |g| of
+    # it for the largest gradients (|g| >= 1e-3 here), so the largest move is each group's lr.
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in net.named_parameters()}
+    assert max(v for n, v in moved.items() if n.startswith("value_head")) == pytest.approx(
+        1e-2, rel=1e-2
+    )
+    assert max(v for n, v in moved.items() if n.startswith("policy")) == pytest.approx(
+        1e-3, rel=1e-2
+    )
+
+
+def test_ppo_with_target_kl_and_a_value_learning_rate_resumes_exactly(tmp_path: Path) -> None:
+    from mmrl_harness.train.episodic.trainer import train_episodic
+    from mmrl_harness.train.policy import build_policy
+
+    # A target KL this small ends most updates after a step or two, so the stop is exercised.
+    episodic = {"target_kl": 1e-4, "value_learning_rate": 3e-3}
+    straight_cfg = _config(tmp_path / "a", max_steps=4, save_steps=2, episodic=episodic)
+    straight = build_policy(straight_cfg)
+    done = train_episodic(straight_cfg, straight)
+    steps = [int(h["optimizer_steps"]) for h in done.log_history]
+    assert len(steps) == 4 and min(steps) >= 1 and sum(steps) < 4 * 4 * 2
+    optimizer = torch.load(
+        Path(straight_cfg.output_dir) / "checkpoint-4" / "optimizer.bin", weights_only=False
+    )
+    assert [g["lr"] for g in optimizer["param_groups"]] == [1e-3, 3e-3]
+    assert {s["step"].item() for s in optimizer["state"].values()} == {sum(steps)}
+
+    _train(_config(tmp_path / "b", max_steps=2, save_steps=2, episodic=episodic))
+    resumed_cfg = _config(
+        tmp_path / "b", max_steps=4, save_steps=2, episodic=episodic, allow_config_change=True
+    )
+    resumed = build_policy(resumed_cfg)
+    result = train_episodic(resumed_cfg, resumed)
+    assert [int(h["optimizer_steps"]) for h in result.log_history] == steps[2:]
+    # Same process, shapes and order of every sum as the straight run, and the stop is decided
+    # on the same numbers: bit for bit.
+    a, b = _trainable_state(straight.peft_model), _trainable_state(resumed.peft_model)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # -- checkpoints, resume, errors ---------------------------------------------------------------
 def test_resume_continues_update_count_and_optimizer_exactly(tmp_path: Path) -> None:
     from mmrl_harness.train.policy import build_policy

@@ -77,6 +77,20 @@ class EpisodicConfig(BaseModel):
         description="episodic_grpo: added to a group's return std before dividing, so a group "
         "of equal returns gets zero advantage instead of a division by zero",
     )
+    target_kl: float | None = Field(
+        None,
+        gt=0,
+        description="end an update's remaining minibatches and epochs once a minibatch's "
+        "approximate KL to the rollout policy (averaged over processes) exceeds this, before "
+        "stepping on it (as SB3's target_kl, without its 1.5 factor); bounds each update's "
+        "policy change so a higher learning rate does not collapse; None turns it off",
+    )
+    value_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Adam's step size for the value head alone (its own param group); None "
+        "uses learning_rate for it too",
+    )
     max_grad_norm: float | None = Field(
         0.5, gt=0, description="clip the global gradient norm to this; None turns it off"
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -198,6 +198,24 @@ def _episodic_algorithm(name: str) -> EpisodicAlgorithm:
     return algorithm  # type: ignore[return-value]
 
 
+def make_optimizer(
+    actor_critic: ActorCritic, learning_rate: float, value_learning_rate: float | None
+) -> torch.optim.Adam:
+    """Adam over the trainable parameters; the value head in its own group when it has its own lr.
+
+    eps 1e-5 as in the PPO implementations this follows (CleanRL, SB3).
+    """
+    params = [p for p in actor_critic.parameters() if p.requires_grad]
+    if value_learning_rate is None:
+        return torch.optim.Adam(params, lr=learning_rate, eps=1e-5)
+    value = {id(p) for p in actor_critic.value_head.parameters()}
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in params if id(p) not in value]},
+        {"params": [p for p in params if id(p) in value], "lr": value_learning_rate},
+    ]
+    return torch.optim.Adam(groups, lr=learning_rate, eps=1e-5)
+
+
 def setup(
     config: TrainConfig,
     policy: PolicyModel,
@@ -214,8 +232,7 @@ def setup(
     value_head = ValueHead(hidden_size(policy.peft_model), opts.value_head_width)
     actor_critic = ActorCritic(policy.peft_model, value_head).to(accelerator.device)
     params = [p for p in actor_critic.parameters() if p.requires_grad]
-    # eps 1e-5 as in the PPO implementations this follows (CleanRL, SB3).
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate, eps=1e-5)
+    optimizer = make_optimizer(actor_critic, config.learning_rate, opts.value_learning_rate)
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
     model.eval()
     keep_trainable_only(accelerator, model)

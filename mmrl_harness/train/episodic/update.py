@@ -74,50 +74,80 @@ def optimize(
     Each minibatch re-scores its turns with ``score_turns`` on their own frames, prompts and
     answers, so before the first step every importance ratio is 1. ``micro_batches`` splits a
     minibatch's forward and backward passes (gradient accumulation) to bound memory; the step
-    is the same.
+    is the same. With ``opts.target_kl`` the update ends at the first minibatch whose
+    approximate KL to the rollout policy (mean over processes, so every process stops at the
+    same minibatch) exceeds it, without stepping on that minibatch; ``optimizer_steps`` in the
+    returned statistics counts the steps taken. The statistics average the stepped minibatches.
     """
     ref = None
     if opts.kl_coef > 0:
         ref = reference_logprobs(accelerator, model, loaded, spec, rollout, opts.num_minibatches)
     sums: dict[str, float] = defaultdict(float)
-    steps, tokens = 0, 0
+    steps, tokens, stopped = 0, 0, False
     for _ in range(opts.ppo_epochs):
+        if stopped:  # target_kl: the remaining epochs are skipped too
+            break
         order = torch.randperm(len(rollout))  # torch's RNG: checkpointed by save_state
         for rows in torch.tensor_split(order, opts.num_minibatches):
-            advantages = rollout.advantages[rows]
-            if algorithm.normalizes_advantages and opts.normalize_advantages and len(rows) > 1:
-                # Over the whole minibatch, not per micro-batch: the step must not depend on it.
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
             optimizer.zero_grad(set_to_none=True)
-            parts = [
-                p for p in torch.tensor_split(torch.arange(len(rows)), micro_batches) if len(p)
-            ]
-            for index, part in enumerate(parts):
-                # DDP syncs gradients on the last micro-batch only.
-                sync = index == len(parts) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    loss, stats, used = _loss(
-                        model,
-                        loaded,
-                        spec,
-                        rollout,
-                        rows[part],
-                        advantages[part],
-                        ref,
-                        opts,
-                        algorithm,
-                    )
-                    accelerator.backward(loss * (len(part) / len(rows)))
-                tokens += used
-                for key, value in stats.items():
-                    sums[key] += value * len(part) / len(rows)
+            stats, used = _backward(
+                accelerator, model, loaded, spec, rollout, rows, ref, opts, algorithm, micro_batches
+            )
+            tokens += used
+            kl = _mean(accelerator, stats["approx_kl"]) if opts.target_kl is not None else 0.0
+            if opts.target_kl is not None and kl > opts.target_kl:
+                stopped = True
+                break
+            for key, value in stats.items():
+                sums[key] += value
             if opts.max_grad_norm is not None:
                 sums["grad_norm"] += float(accelerator.clip_grad_norm_(params, opts.max_grad_norm))
             optimizer.step()
             steps += 1
-    stats = {k: v / steps for k, v in sums.items()}
+    stats = {k: v / max(steps, 1) for k, v in sums.items()}
     stats["num_tokens"] = float(tokens)
+    stats["optimizer_steps"] = float(steps)
     return stats
+
+
+def _mean(accelerator: Accelerator, value: float) -> float:
+    """``value`` averaged over processes."""
+    tensor = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(tensor, reduction="mean")[0])
+
+
+def _backward(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loaded: LoadedVLM,
+    spec: PolicySpec,
+    rollout: Rollout,
+    rows: torch.Tensor,
+    ref: torch.Tensor | None,
+    opts: EpisodicConfig,
+    algorithm: EpisodicAlgorithm,
+    micro_batches: int,
+) -> tuple[dict[str, float], int]:
+    """Accumulate one minibatch's gradient; its statistics and the tokens processed."""
+    advantages = rollout.advantages[rows]
+    if algorithm.normalizes_advantages and opts.normalize_advantages and len(rows) > 1:
+        # Over the whole minibatch, not per micro-batch: the step must not depend on it.
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    sums: dict[str, float] = defaultdict(float)
+    tokens = 0
+    parts = [p for p in torch.tensor_split(torch.arange(len(rows)), micro_batches) if len(p)]
+    for index, part in enumerate(parts):
+        # DDP syncs gradients on the last micro-batch only.
+        sync = index == len(parts) - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+            loss, stats, used = _loss(
+                model, loaded, spec, rollout, rows[part], advantages[part], ref, opts, algorithm
+            )
+            accelerator.backward(loss * (len(part) / len(rows)))
+        tokens += used
+        for key, value in stats.items():
+            sums[key] += value * len(part) / len(rows)
+    return dict(sums), tokens
 
 
 def _loss(
