@@ -221,6 +221,9 @@ def test_pareto_front_drops_dominated_points() -> None:
     # (cost, score): the second is dominated by the first (dearer and worse).
     points = [(10.0, 0.5), (20.0, 0.4), (30.0, 0.9), (5.0, 0.1)]
     assert pareto_front(points) == [3, 0, 2]
+    # A lower-is-better score (a leaderboard ranked by, e.g., episode length): the cheapest point
+    # has the best score too and dominates every other one.
+    assert pareto_front(points, higher_is_better=False) == [3]
 
 
 def test_missing_input_is_one_clear_error(tmp_path: Path) -> None:

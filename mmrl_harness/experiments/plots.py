@@ -105,9 +105,11 @@ def curves_plot(summary: TaskSummary) -> Figure | None:
     return fig
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point dominates (cost no higher and score no lower, one
-    strictly), in order of increasing cost."""
+def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool = True) -> list[int]:
+    """Indices of the ``(cost, score)`` points no other point dominates (cost no higher and score
+    no worse, one strictly), in order of increasing cost. Reports and board pages share it."""
+    if not higher_is_better:
+        points = [(cost, -score) for cost, score in points]
     front = []
     for i, (cost, score) in enumerate(points):
         dominated = any(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+from mmrl_harness.experiments.plots import pareto_front
 from mmrl_harness.leaderboard.board import Board
 from mmrl_harness.leaderboard.ranking import Row
 
@@ -47,19 +48,6 @@ def _error(row: Row) -> tuple[float, float]:
     low = score.value - score.ci_low if score.ci_low is not None else 0.0
     high = score.ci_high - score.value if score.ci_high is not None else 0.0
     return low, high
-
-
-def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
-    """Indices of the points no other point dominates (lower cost and better score), by cost."""
-    sign = 1.0 if higher_is_better else -1.0
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -sign * points[i][1]))
-    front: list[int] = []
-    best = float("-inf")
-    for index in order:
-        if sign * points[index][1] > best:
-            front.append(index)
-            best = sign * points[index][1]
-    return front
 
 
 def pareto_svg(board: Board, rows: list[Row]) -> str:
