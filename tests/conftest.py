@@ -7,6 +7,14 @@ import os
 # Before anything imports huggingface_hub (it reads this once, at import): tests never download,
 # and an unknown Hub id fails at once instead of after ~25 s of connection retries.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Under pytest-xdist (`pytest -n 2`, what CI runs) each worker gets one thread: workers already
+# fill the cores, and oversubscribed OpenMP threads spin against each other. Read by torch when
+# it is first imported, and inherited by the subprocesses tests start.
+# xdist also sets COLUMNS=80 in its workers, which would freeze the width of every rich Console
+# built at import (the CLI's) and make CliRunner's COLUMNS moot: drop it, as without xdist.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.pop("COLUMNS", None)
 
 from collections.abc import Iterator
 from pathlib import Path

@@ -10,6 +10,7 @@ import pytest
 import torch
 from peft import LoraConfig
 from PIL import Image
+from support import color_prompts, tiny_grpo_config
 
 from mmrl_harness.fusion import (
     FusionAdapter,
@@ -324,18 +325,11 @@ GRPO_RUNS = [
 def test_two_grpo_steps_train_the_adapter(
     request: pytest.FixtureRequest, name: str, family: str, tmp_path: Path
 ) -> None:
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     loaded: LoadedVLM = request.getfixturevalue(family)
     model, adapter = _with_adapter(loaded, name, **ADAPTERS[name])
-    colors = ["red", "green", "blue", "yellow"]
-    dataset = Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": "what color is the shape ?"}]] * 4,
-            "image": [Image.new("RGB", (32, 32), c) for c in colors],
-        }
-    )
+    dataset = color_prompts(["red", "green", "blue", "yellow"])
 
     def first_token_parity(
         completions: list[Any], completion_ids: list[list[int]], **_: Any
@@ -343,23 +337,14 @@ def test_two_grpo_steps_train_the_adapter(
         # Reward variance without a trained model: half the vocabulary is "right".
         return [float(ids[0] % 2) if ids else 0.0 for ids in completion_ids]
 
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        beta=0.0,
+    args = tiny_grpo_config(
+        tmp_path,
         per_device_train_batch_size=4,
         num_generations=4,
-        max_completion_length=3,
         max_steps=2,
         learning_rate=5e-2,
         temperature=1.5,
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
     )
     trainer = GRPOTrainer(
         model=model,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from pydantic import BaseModel
+from support import color_prompts, tiny_grpo_config
 from torch import nn
 
 from mmrl_harness.fusion import FusionCost, attach_fusion
@@ -241,10 +242,7 @@ def test_a_disabled_adapter_is_reported_as_disabled(monkeypatch: pytest.MonkeyPa
 def test_grpo_training_forwards_see_the_completion_boundary(
     tiny_llava: LoadedVLM, tmp_path: Path
 ) -> None:
-    from datasets import Dataset
     from peft import LoraConfig
-    from PIL import Image
-    from trl import GRPOConfig
 
     from mmrl_harness.fusion import fusion_lora_config
     from mmrl_harness.train.algorithms.grpo_trainer import HarnessGRPOTrainer
@@ -253,27 +251,8 @@ def test_grpo_training_forwards_see_the_completion_boundary(
     model = copy.deepcopy(tiny_llava.model)
     adapter = GOOD()
     adapter.attach(model)
-    dataset = Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": "what color is the shape ?"}]] * 2,
-            "image": [Image.new("RGB", (32, 32), c) for c in ["red", "blue"]],
-        }
-    )
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        gradient_checkpointing=False,
-        beta=0.0,
-        per_device_train_batch_size=2,
-        num_generations=2,
-        max_completion_length=3,
-        max_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-    )
+    dataset = color_prompts(["red", "blue"])
+    args = tiny_grpo_config(tmp_path)
     trainer = HarnessGRPOTrainer(
         model=model,
         reward_funcs=lambda completions, **_: [0.0 for _ in completions],

@@ -15,6 +15,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 import pytest
+from support import pip_install_target
 from typer.testing import CliRunner
 
 from mmrl_harness import registry
@@ -23,25 +24,6 @@ from mmrl_harness.envs.base import ImageTextEnv
 from mmrl_harness.tasks import task_factory
 from mmrl_harness.tasks.loader import task_from_dict
 from mmrl_harness.testing import ContractViolation, check_task
-
-
-def _install(src: Path, site: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-    )
 
 
 def _run(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -71,8 +53,8 @@ def test_scaffolded_plugins_pass_their_own_tests_and_doctor_catches_a_broken_one
     source = module.read_text()
     assert "text = inputs.pooled_prompt_text()" in source
     module.write_text(source.replace("text = inputs.pooled_prompt_text()", "text = embeds.mean(1)"))
-    for name in ("scaffold_film", "scaffold_task", "scaffold_family", "padded_film"):
-        _install(tmp_path / name, site)
+    names = ("scaffold_film", "scaffold_task", "scaffold_family", "padded_film")
+    pip_install_target(site, *(tmp_path / name for name in names))
 
     tests = [
         str(tmp_path / n / "tests") for n in ("scaffold_film", "scaffold_task", "scaffold_family")
@@ -82,7 +64,7 @@ def test_scaffolded_plugins_pass_their_own_tests_and_doctor_catches_a_broken_one
     assert "3 passed" in own.stdout
 
     listed = _run(site, "-m", "mmrl_harness", "plugins", cwd=tmp_path)
-    for name in ("scaffold_film", "scaffold_task", "scaffold_family", "padded_film"):
+    for name in names:
         assert name in listed.stdout
 
     broken = _run(

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import pip_install_target
 
 from mmrl_harness.registry import (
     PLUGIN_API_VERSION,
@@ -58,22 +59,7 @@ def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         GOOD + "ANATOMY = dataclasses.replace(ANATOMY, plugin_api_version=99)\n"
     )
     (src / "throwaway_good.py").write_text(GOOD)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(src),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    pip_install_target(site, src)
     return site
 
 

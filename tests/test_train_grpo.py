@@ -174,7 +174,7 @@ def test_quickstart_trains_and_reports_greedy_and_sampled_success_before_and_aft
     from mmrl_harness.quickstart import run_quickstart
 
     out = StringIO()
-    scores = run_quickstart(console=Console(file=out, width=100), max_steps=3, boards_dir=tmp_path)
+    scores = run_quickstart(console=Console(file=out, width=400), max_steps=3, boards_dir=tmp_path)
     assert set(scores) == {"greedy_before", "sampled_before", "greedy_after", "sampled_after"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     text = out.getvalue()
