@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 
 COMMANDS = [["plugins"], ["tasks"]]
-#: Imports the harness from a given source tree, ahead of an editable install of another one.
+#: Imports the harness from a given source tree, ahead of an editable install of another one,
+#: and runs it as ``python -m mmrl_harness`` does (that tree's own ``__main__``).
 LAUNCHER = (
-    "import sys; "
+    "import runpy, sys; "
     "sys.meta_path[:] = [f for f in sys.meta_path "
     "if not getattr(f, '__module__', '').startswith('__editable__')]; "
     "sys.path.insert(0, sys.argv.pop(1)); "
-    "from mmrl_harness.cli import main; "
-    "sys.argv[0] = 'mmrl'; main()"
+    "runpy.run_module('mmrl_harness', run_name='__main__', alter_sys=True)"
 )
 
 

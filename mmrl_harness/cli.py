@@ -5,16 +5,15 @@ Heavy modules (torch, transformers) are imported inside commands, so listing com
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mmrl_harness import __version__
+from mmrl_harness.cli_support import fail as _fail
+from mmrl_harness.cli_support import user_errors as _user_errors
 from mmrl_harness.plugin_tools.cli import plugins_app
 
 if TYPE_CHECKING:
@@ -30,7 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 
 #: Help of every --allow-env-imports option: say plainly that it runs code.
@@ -38,27 +36,6 @@ _ALLOW_ENV_IMPORTS_HELP = (
     "RUNS CODE: let a task's env 'module:Id' import that module (never from the working "
     "directory). Off: only env ids already registered with Gymnasium are accepted."
 )
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the library's input errors into one clear line (MMRL_DEBUG=1 keeps the traceback).
-
-    Only ``MMRLError``s: any other exception is a bug and keeps its traceback.
-    """
-    from mmrl_harness.errors import MMRLError
-
-    try:
-        yield
-    except MMRLError as err:
-        if os.environ.get("MMRL_DEBUG"):
-            raise
-        _fail(str(err))
 
 
 @app.command()
@@ -91,16 +68,10 @@ def tasks_list(
     """List tasks: name, kind, environment and description (reads YAML only; no torch)."""
     if ctx.invoked_subcommand is not None:
         return
-    from mmrl_harness.tasks import list_tasks
+    # The table is shared with the console script's fast path (mmrl_harness.entry).
+    from mmrl_harness.listing import print_tasks
 
-    table = Table(title="mmrl-harness tasks", title_justify="left")
-    for column in ("name", "kind", "env", "plugin"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("description")
-    for summary in list_tasks(check=check):
-        about = f"[red]{summary.error}[/]" if summary.error else summary.description
-        table.add_row(summary.name, summary.kind, summary.env, summary.plugin, about)
-    console.print(table)
+    print_tasks(console, check=check)
 
 
 @tasks_app.command("show")

@@ -6,14 +6,14 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from mmrl_harness.cli_support import user_errors
 
 console = Console()
 err_console = Console(stderr=True)
@@ -22,24 +22,13 @@ leaderboard_app = typer.Typer(
     no_args_is_help=True,
 )
 
+#: An ``MMRLError`` becomes one line and exit 1. Plain text, not rich markup: field paths like
+#: records[3] in verification messages must print as they are.
+_user_errors = partial(user_errors, plain=True)
+
 BoardsDir = Annotated[
     str, typer.Option("--boards-dir", help="Folder holding the boards (one folder each).")
 ]
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """An ``MMRLError`` becomes one message and exit 1 (``MMRL_DEBUG=1`` keeps the traceback)."""
-    from mmrl_harness.errors import MMRLError
-
-    try:
-        yield
-    except MMRLError as err:
-        if os.environ.get("MMRL_DEBUG"):
-            raise
-        # Plain echo, not rich markup: field paths like records[3] must print as they are.
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
 
 
 def submit_command(

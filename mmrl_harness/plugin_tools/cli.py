@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from mmrl_harness.cli_support import fail as _fail
 
 if TYPE_CHECKING:
     from mmrl_harness.testing.report import ContractReport
@@ -18,12 +20,6 @@ plugins_app = typer.Typer(
     no_args_is_help=False,
 )
 console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @plugins_app.callback()
@@ -45,38 +41,16 @@ def plugins(
     """List installed plugins: name, kind, distribution, version and status."""
     if ctx.invoked_subcommand is not None:
         return
-    from mmrl_harness.registry import KINDS, PluginError, get_registry
+    # The listing is shared with the console script's fast path (mmrl_harness.entry).
+    from mmrl_harness.listing import plugin_kinds, print_plugins
+    from mmrl_harness.registry import PluginError
 
     try:
-        kinds = [get_registry(kind).kind] if kind else list(KINDS)
+        kinds = plugin_kinds(kind)
     except PluginError as err:
         _fail(str(err))
-    table = Table(title="mmrl-harness plugins", title_justify="left")
-    for column in ("name", "kind", "distribution", "version", "status"):
-        table.add_column(column)
-    failures = 0
-    for k in kinds:
-        registry = get_registry(k)
-        loaded = registry.load_all() if load else {}
-        for name, info in sorted(registry.infos().items()):
-            result = loaded.get(name)
-            if info.malformed:
-                status = f"[red]invalid:[/] {info.malformed}"
-            elif isinstance(result, PluginError):
-                status = f"[red]failed:[/] {result}"
-            elif load:
-                status = "[green]ok[/]"
-            else:
-                status = "available"
-            failures += status.startswith("[red]")
-            table.add_row(name, k, info.distribution, info.version, status)
-        for name, info in sorted(registry.disabled().items()):
-            table.add_row(name, k, info.distribution, info.version, "[dim]disabled[/]")
-    console.print(table)
-    if failures:
-        console.print(f"{failures} plugin(s) cannot be used; the others work.", style="yellow")
-        if load:
-            raise typer.Exit(1)
+    if print_plugins(console, kinds, load=load) and load:
+        raise typer.Exit(1)
 
 
 @plugins_app.command()
