@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from mmrl_harness.results_schema import MetricValue
+
 #: File formats the plots are written in.
 PLOT_FORMATS = ("png", "svg")
 #: rcParams that make SVG output byte-identical across runs (ids come from this salt, not a
@@ -53,29 +55,35 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "task"
 
 
-def _figure(width: float = 6.4, height: float = 3.6) -> tuple[Figure, Axes]:
+def new_figure(width: float = 6.4, height: float = 3.6) -> tuple[Figure, Axes]:
+    """A bare ``Figure`` with one axes (no pyplot: no global figure registry, nothing kept
+    alive between plots); reports and leaderboard pages draw on these."""
     from matplotlib.figure import Figure
 
-    # A bare Figure (no pyplot): no global figure registry, nothing kept alive between plots.
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.add_subplot()
 
 
+def interval_plot(labels: Sequence[str], values: Sequence[MetricValue]) -> tuple[Figure, Axes]:
+    """Each label's point estimate with its CI (none drawn where a value has no CI), in the
+    given order from the top; the caller sets the axis label and title."""
+    fig, ax = new_figure(6.4, 1.2 + 0.4 * len(labels))
+    y = np.arange(len(labels))
+    points = np.array([v.value for v in values])
+    low = np.array([v.ci_low if v.ci_low is not None else v.value for v in values])
+    high = np.array([v.ci_high if v.ci_high is not None else v.value for v in values])
+    ax.errorbar(points, y, xerr=[points - low, high - points], fmt="o", capsize=4)
+    ax.set_yticks(y, list(labels))
+    ax.invert_yaxis()  # the first label at the top
+    ax.grid(axis="x", alpha=0.3)
+    return fig, ax
+
+
 def iqm_plot(summary: TaskSummary) -> Figure:
     """Each configuration's IQM as a point with its 95 % CI, best at the top."""
-    fig, ax = _figure(6.4, 1.2 + 0.4 * len(summary.rows))
-    rows = summary.rows[::-1]
-    y = np.arange(len(rows))
-    values = np.array([r.iqm.value for r in rows])
-    low = values - np.array(
-        [r.iqm.ci_low if r.iqm.ci_low is not None else r.iqm.value for r in rows]
-    )
-    high = np.array([r.iqm.ci_high if r.iqm.ci_high is not None else r.iqm.value for r in rows])
-    ax.errorbar(values, y, xerr=[low, high - values], fmt="o", capsize=4, color="tab:blue")
-    ax.set_yticks(y, [r.label for r in rows])
+    fig, ax = interval_plot([r.label for r in summary.rows], [r.iqm for r in summary.rows])
     ax.set_xlabel(f"IQM of {summary.score} (95 % CI)")
     ax.set_title(f"{summary.task}: IQM across runs")
-    ax.grid(axis="x", alpha=0.3)
     return fig
 
 
@@ -92,7 +100,7 @@ def curves_plot(summary: TaskSummary) -> Figure | None:
     rows = [r for r in summary.rows if r.curves]
     if not rows:
         return None
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for row in rows:
         steps, mean, low, high = _band(row.curves)
         (line,) = ax.plot(steps, mean, label=f"{row.label} ({len(row.curves)} runs)")
@@ -126,7 +134,7 @@ def pareto_plot(summary: TaskSummary) -> Figure:
     """IQM against the task's cost measure, the Pareto front joined and circled."""
     from mmrl_harness.experiments.render import MEASURE_UNITS
 
-    fig, ax = _figure()
+    fig, ax = new_figure()
     measure = summary.cost_measure
     points = [(r.costs.get(measure) or 0.0, r.iqm.value) for r in summary.rows]
     for row, (cost, score) in zip(summary.rows, points, strict=True):
@@ -160,7 +168,7 @@ def _taus(rows: Sequence[Row], score: str) -> np.ndarray:
 def profile_plot(summary: TaskSummary, seed: int = 0) -> Figure:
     """Performance profile per configuration: the fraction of runs scoring above each
     threshold, with its pointwise 95 % stratified-bootstrap band."""
-    fig, ax = _figure()
+    fig, ax = new_figure()
     taus = _taus(summary.rows, summary.score)
     for row in summary.rows:
         matrix = np.asarray(row.scores).reshape(-1, 1)
@@ -184,7 +192,7 @@ def robustness_plot(summary: TaskSummary) -> Figure | None:
     names = sorted({n for r in summary.rows for n in r.robustness})
     if not names:
         return None
-    fig, ax = _figure(max(6.4, 1.2 * len(names)), 3.6)
+    fig, ax = new_figure(max(6.4, 1.2 * len(names)), 3.6)
     width = 0.8 / len(summary.rows)
     x = np.arange(len(names))
     for i, row in enumerate(summary.rows):
@@ -231,12 +239,16 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 def svg_text(fig: Figure) -> str:
-    """``fig`` as an inline ``<svg>`` element (no XML prolog or doctype), for HTML."""
+    """``fig`` as an inline ``<svg>`` element (no XML prolog, doctype or metadata), for HTML."""
     buffer = io.StringIO()
     with _rc_context():
         fig.savefig(buffer, format="svg", metadata=_METADATA["svg"])
     text = buffer.getvalue()
-    return text[text.index("<svg") :]
+    text = text[text.index("<svg") :]
+    start, end = text.find("<metadata>"), text.find("</metadata>")
+    if start != -1 and end != -1:  # matplotlib's RDF block: only its name and a format
+        text = text[:start] + text[end + len("</metadata>") :]
+    return text
 
 
 def task_figures(summary: TaskSummary) -> dict[str, Figure]:

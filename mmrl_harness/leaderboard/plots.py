@@ -1,4 +1,5 @@
-"""The page's two plots, as inline SVG (matplotlib, Agg backend; nothing is shown or saved).
+"""The page's two plots, as inline SVG (drawn with the report's figure helpers, so a board and
+a report look alike and render to the same bytes for the same data):
 
 - reward against cost: each entry's aggregate score (with its CI) against its evaluation
   seconds per episode, and the Pareto front (entries no other entry beats on both);
@@ -7,39 +8,9 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
-from mmrl_harness.experiments.plots import pareto_front
+from mmrl_harness.experiments.plots import interval_plot, new_figure, pareto_front, svg_text
 from mmrl_harness.leaderboard.board import Board
 from mmrl_harness.leaderboard.ranking import Row
-
-
-def _figure(width: float = 5.0, height: float = 3.4) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # never a window: the page is rendered headless
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "mmrl-leaderboard"  # stable element ids across renders
-    return plt.subplots(figsize=(width, height))
-
-
-def _close(figure: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    try:
-        buffer = io.StringIO()
-        # No date, fixed id salt (see _figure): the same board renders to the same bytes.
-        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
-        text = buffer.getvalue()
-        text = text[text.index("<svg") :]  # inline element: no XML prolog or doctype
-        start, end = text.find("<metadata>"), text.find("</metadata>")
-        if start != -1 and end != -1:  # matplotlib's RDF block: only its name and a format
-            text = text[:start] + text[end + len("</metadata>") :]
-        return text
-    finally:
-        plt.close(figure)
 
 
 def _error(row: Row) -> tuple[float, float]:
@@ -54,7 +25,7 @@ def pareto_svg(board: Board, rows: list[Row]) -> str:
     """Score against evaluation seconds per episode, with the Pareto front."""
     rule = board.spec.ranking
     shown = [r for r in rows if r.cost is not None]
-    figure, axes = _figure()
+    figure, axes = new_figure(5.0, 3.4)
     points = [(float(r.cost or 0.0), r.score.value) for r in shown]
     for row, (x, y) in zip(shown, points, strict=True):
         low, high = _error(row)
@@ -73,23 +44,15 @@ def pareto_svg(board: Board, rows: list[Row]) -> str:
     axes.set_xlabel("evaluation seconds per episode")
     axes.set_ylabel(f"{rule.aggregate.upper()} {rule.metric}")
     axes.grid(alpha=0.3)
-    return _close(figure)
+    return svg_text(figure)
 
 
 def adapter_svg(board: Board, rows: list[Row]) -> str:
-    """The best entry's aggregate per adapter, with its CI, as horizontal bars."""
+    """The best entry's aggregate per adapter, with its CI, best at the top."""
     rule = board.spec.ranking
     best: dict[str, Row] = {}
     for row in rows:  # rows are ranked: the first of each adapter is its best
         best.setdefault(row.entry.first.provenance.fusion.name, row)
-    names = list(best)
-    values = [best[n].score.value for n in names]
-    lows = [_error(best[n])[0] for n in names]
-    highs = [_error(best[n])[1] for n in names]
-    figure, axes = _figure(height=0.5 + 0.45 * max(len(names), 2))
-    axes.barh(range(len(names)), values, xerr=[lows, highs], capsize=3, color="#6a9fd4")
-    axes.set_yticks(range(len(names)), names)
-    axes.invert_yaxis()
+    figure, axes = interval_plot(list(best), [row.score for row in best.values()])
     axes.set_xlabel(f"{rule.aggregate.upper()} {rule.metric} ({rule.confidence:.0%} CI)")
-    axes.grid(axis="x", alpha=0.3)
-    return _close(figure)
+    return svg_text(figure)
