@@ -64,10 +64,12 @@ def new_figure(width: float = 6.4, height: float = 3.6) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
-def interval_plot(labels: Sequence[str], values: Sequence[MetricValue]) -> tuple[Figure, Axes]:
+def interval_plot(
+    labels: Sequence[str], values: Sequence[MetricValue], width: float = 6.4
+) -> tuple[Figure, Axes]:
     """Each label's point estimate with its CI (none drawn where a value has no CI), in the
     given order from the top; the caller sets the axis label and title."""
-    fig, ax = new_figure(6.4, 1.2 + 0.4 * len(labels))
+    fig, ax = new_figure(width, 1.2 + 0.4 * len(labels))
     y = np.arange(len(labels))
     points = np.array([v.value for v in values])
     low = np.array([v.ci_low if v.ci_low is not None else v.value for v in values])

@@ -53,6 +53,6 @@ def adapter_svg(board: Board, rows: list[Row]) -> str:
     best: dict[str, Row] = {}
     for row in rows:  # rows are ranked: the first of each adapter is its best
         best.setdefault(row.entry.first.provenance.fusion.name, row)
-    figure, axes = interval_plot(list(best), [row.score for row in best.values()])
+    figure, axes = interval_plot(list(best), [row.score for row in best.values()], width=5.0)
     axes.set_xlabel(f"{rule.aggregate.upper()} {rule.metric} ({rule.confidence:.0%} CI)")
     return svg_text(figure)
