@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -236,35 +235,31 @@ def test_killed_run_resumes_to_the_same_step_count_with_the_optimizer_state_cont
     config = _write_config(
         tmp_path / "run.yaml",
         output_dir=str(out),
-        max_steps=12,
+        max_steps=6,
         save_steps=3,
-        per_device_batch_size=64,  # slow enough steps to kill it mid-run
-        num_generations=8,
         eval={"enabled": False},
     )
     command = [sys.executable, "-m", "mmrl_harness", "train", str(config)]
-    process = subprocess.Popen(
-        command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    # A real SIGKILL at a fixed point (the harness's fault hook): after step 5 is trained and
+    # logged, so checkpoint-3 is the last one on disk and steps 4-5 are lost.
+    killed = subprocess.run(
+        command, env={**_env(), "MMRL_FAULT_AT": "after-update:5"}, capture_output=True, text=True
     )
-    deadline = time.monotonic() + 240
-    while last_checkpoint(out) is None and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     killed_at = last_checkpoint(out)
-    assert killed_at is not None and killed_at.name != "checkpoint-12", "not killed mid-run"
+    assert killed_at is not None and killed_at.name == "checkpoint-3"
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "ranks" / "rank-0.json").read_text())
-    assert summary["global_step"] == 12
+    assert summary["global_step"] == 6
     assert summary["resumed_from"] == str(killed_at)
-    state = json.loads((out / "checkpoint-12" / "trainer_state.json").read_text())
-    assert state["global_step"] == 12
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
     # Adam's step counter counts every step since the start: the killed run's optimizer state
     # was loaded and continued, not re-initialised at the resume point.
-    optimizer = torch.load(out / "checkpoint-12" / "optimizer.pt", weights_only=False)
+    optimizer = torch.load(out / "checkpoint-6" / "optimizer.pt", weights_only=False)
     steps = {int(s["step"]) for s in optimizer["state"].values()}
-    assert steps == {12}
+    assert steps == {6}
 
 
 def test_shipped_examples_and_accelerate_configs_are_valid() -> None:
