@@ -22,7 +22,7 @@ a value head) for training.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -373,11 +373,13 @@ def act_turn(
     import torch
 
     with torch.no_grad():
-        if memo is not None and spec.mode == "action_logits":
+        if memo is not None and spec.mode == "action_logits" and memo.columns == spec.action_ids:
             ahead = memo.forward(model, loaded, frames, prompts)
             if ahead is not None:
+                # The memo keeps the action words' columns only: column i is action word i.
+                kept = replace(spec, action_ids=tuple(range(len(spec.action_ids))))
                 return _answer(
-                    spec,
+                    kept,
                     ahead.logits,
                     ahead.values,
                     generator,

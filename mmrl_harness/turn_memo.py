@@ -11,7 +11,9 @@ The kept row is the one a forward over the whole turn's batch computes: a row's 
 depend on the other rows of its batch. It can depend on the batch's left padding (float32
 rounding, ~1e-6) when prompts differ in length; a memo lives for one rollout only, so its
 numbers are those of that rollout's weights. Only the prompt forward (``logits_to_keep`` 1: the
-``action_logits`` head and state values) is kept; generate mode's sampled answers are not.
+``action_logits`` head and state values) is kept, and of its logits only the ``columns`` asked
+for (the action words' token ids: a real vocabulary's full row is ~0.6 MB a turn); generate
+mode's sampled answers are not kept.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 class PromptForward:
     """The prompt forward of a batch of turns, one row per turn."""
 
-    logits: torch.Tensor  # (B, 1, vocab) the answer position's logits
+    logits: torch.Tensor  # (B, 1, len(columns)) the answer position's logits of the columns
     values: torch.Tensor | None  # (B,) or None without a value head
     tokens: int  # the turns' tokens (prompt + image)
     processed: ProcessedTurns  # the turns' processor output
@@ -42,7 +44,7 @@ class PromptForward:
 
 @dataclass
 class _Entry:
-    logits: torch.Tensor  # (1, vocab)
+    logits: torch.Tensor  # (1, len(columns))
     value: torch.Tensor | None  # () or None
     tokens: int
     row: dict[str, torch.Tensor]
@@ -57,8 +59,13 @@ def observation_key(frame: np.ndarray, prompt: str) -> bytes:
 
 @dataclass
 class TurnMemo:
-    """Prompt forwards by observation, for one set of weights (make a new one after a step)."""
+    """Prompt forwards by observation, for one set of weights (make a new one after a step).
 
+    ``columns``: the vocabulary ids whose logits are kept (the action words'; none when only
+    values are wanted).
+    """
+
+    columns: tuple[int, ...] = ()
     entries: dict[bytes, _Entry] = field(default_factory=dict)
     per_token: tuple[str, ...] = ()
     pad_id: int = 0
@@ -117,6 +124,7 @@ class TurnMemo:
         self.per_token, self.pad_id = processed.per_token, processed.pad_id
         inputs, keep = with_answers(loaded, raw)
         logits, values = model(inputs, keep)
+        logits = logits[:, :, list(self.columns)]
         tokens = inputs["attention_mask"].sum(1).tolist()
         self.forwarded += len(index)
         for j, key in enumerate(new):

@@ -191,7 +191,7 @@ def collect_steps(
     values GAE starts from. Observations repeat; each distinct one is run through the processor
     and the model once per call (``TurnMemo``: the weights do not change while collecting).
     """
-    memo = TurnMemo()
+    memo = TurnMemo(spec.action_ids)
     n = len(pool)
     for i in range(n):
         if pool.observations[i] is None:
@@ -310,7 +310,9 @@ def collect_episodes(
     generator: torch.Generator,
 ) -> Rollout:
     """One whole episode per environment, ``group_size`` per seed (environment ``i`` runs
-    episode ``i``; ``episode_ids`` maps turns to episodes)."""
+    episode ``i``; ``episode_ids`` maps turns to episodes). Every turn runs its own batched
+    forward (no ``TurnMemo``), so acting is bit for bit an evaluation's batch of the episodes
+    still running (``tests/test_policy_head.py`` pins it)."""
     n = len(pool)
     if n % group_size:
         raise ValueError(
@@ -321,15 +323,12 @@ def collect_episodes(
     for i in range(n):
         pool.reset(i, group_seeds[i // group_size])
     turns: list[list[_EpisodeTurn]] = [[] for _ in range(n)]
-    memo = TurnMemo()  # the weights do not change while collecting
     active = list(range(n))
     episodes: list[EpisodeRecord] = []
     tokens = 0
     while active:
         turn_frames, turn_prompts = _turn_batch(pool, active)
-        answers, scores = act(
-            actor_critic, loaded, spec, turn_frames, turn_prompts, generator, memo
-        )
+        answers, scores = act(actor_critic, loaded, spec, turn_frames, turn_prompts, generator)
         tokens += scores.tokens
         generated = answers.mask.sum(1).long().tolist()
         still = []
