@@ -399,7 +399,6 @@ def _act_turn(
     generator: torch.Generator | None,
     record: bool,
 ) -> tuple[Answers, TurnScores | None]:
-
     if spec.mode == "generate":
         raw = prompt_inputs(loaded, frames, prompts)
         answers = _generate(loaded, spec, raw, generator)
