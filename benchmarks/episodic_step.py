@@ -59,12 +59,38 @@ def worker(updates: int, threads: int, output_dir: str) -> dict[str, Any]:
     }
 
 
+def tree_metadata(tree: Path, folder: Path) -> Path:
+    """A ``mmrl_harness`` dist-info in ``folder`` with ``tree``'s own entry points.
+
+    Plugins (the model families, fusion adapters) are found through the installed package's
+    entry points, and a tree's may name modules another tree lacks (the families moved to
+    ``models/families/``); ahead of site-packages on the path, this one is found first.
+    """
+    import tomllib
+
+    project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
+    info = folder / f"mmrl_harness-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    groups = project.get("entry-points", {})
+    lines = [
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items())
+        for group, eps in groups.items()
+    ]
+    (info / "entry_points.txt").write_text("\n".join(lines))
+    return folder
+
+
 def run_tree(tree: Path, updates: int, threads: int) -> dict[str, Any]:
-    """One worker process importing ``mmrl_harness`` from ``tree``."""
-    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    """One worker process importing ``mmrl_harness`` (and its entry points) from ``tree``."""
     with tempfile.TemporaryDirectory() as out:
+        meta = tree_metadata(tree, Path(out) / "meta")
+        path = os.pathsep.join([str(tree), str(meta), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
         cmd = [sys.executable, __file__, "--worker", "--updates", str(updates)]
-        cmd += ["--threads", str(threads), "--output-dir", out]
+        cmd += ["--threads", str(threads), "--output-dir", str(Path(out) / "run")]
         done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
     if done.returncode:
         sys.exit(f"worker in {tree} failed:\n{done.stderr[-3000:]}")

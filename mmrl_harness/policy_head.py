@@ -22,7 +22,7 @@ a value head) for training.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from mmrl_harness.models.loading import LoadedVLM
     from mmrl_harness.processed_turns import ProcessedTurns
+    from mmrl_harness.turn_memo import TurnMemo
 
 PolicyMode = Literal["generate", "action_logits"]
 
@@ -299,8 +300,34 @@ def score_turns(
     """Log-probabilities, entropies and values of ``answers`` on these turns (differentiable).
 
     ``processed``: the turns' processor output kept while acting (``TurnScores.processed``);
-    the same inputs as running the processor on ``frames`` and ``prompts`` again, cheaper.
+    the same inputs as running the processor on ``frames`` and ``prompts`` again, cheaper. With
+    it, turns that are the same model input (same tensors; in generate mode also the same
+    answer tokens) share one row of the forward pass: each turn's outputs are its distinct
+    turn's row, the same numbers a forward over every turn gives (a row's output does not
+    depend on the other rows, and the padding width is the same), and the gradient of the
+    shared row is the sum over its turns, as it is for shared weights. ``tokens`` still counts
+    every turn's tokens.
     """
+    if processed is not None:
+        extra = None
+        if spec.mode == "generate":
+            extra = [
+                a.numpy().tobytes() + m.numpy().tobytes()
+                for a, m in zip(answers.actions, answers.mask, strict=True)
+            ]
+        first, inverse = processed.distinct(extra)
+        if len(first) < len(processed):
+            inputs, keep = with_answers(
+                loaded,
+                processed.select(first).batch(loaded.device, loaded.model.dtype),
+                answers.select(first),
+                spec,
+            )
+            logits, values = model(inputs, keep)
+            index = inverse.to(logits.device)
+            tokens = int(inputs["attention_mask"].sum(1)[index].sum())
+            values = None if values is None else values[index]
+            return score_answers(spec, logits[index], values, answers, tokens)
     inputs, keep = turn_inputs(loaded, frames, prompts, answers, spec, processed)
     logits, values = model(inputs, keep)
     return score_answers(spec, logits, values, answers, int(inputs["attention_mask"].sum()))
@@ -331,6 +358,7 @@ def act_turn(
     generator: torch.Generator | None = None,
     *,
     record: bool = True,
+    memo: TurnMemo | None = None,
 ) -> tuple[Answers, TurnScores | None]:
     """One answer per turn (greedy or sampled per ``spec``), scored when ``record``.
 
@@ -338,10 +366,27 @@ def act_turn(
     ``action_logits`` mode one forward both picks the action and scores it; in ``generate`` mode
     the sampled text is re-scored with its tokens appended. Without it (evaluation) generate
     mode skips that second forward and the scores are ``None``.
+
+    ``memo`` (``action_logits`` mode, weights unchanged since it was made): the prompt forward
+    of an observation it has seen is taken from it, not run again (``turn_memo``).
     """
     import torch
 
     with torch.no_grad():
+        if memo is not None and spec.mode == "action_logits" and memo.columns == spec.action_ids:
+            ahead = memo.forward(model, loaded, frames, prompts)
+            if ahead is not None:
+                # The memo keeps the action words' columns only: column i is action word i.
+                kept = replace(spec, action_ids=tuple(range(len(spec.action_ids))))
+                return _answer(
+                    kept,
+                    ahead.logits,
+                    ahead.values,
+                    generator,
+                    record,
+                    ahead.tokens,
+                    ahead.processed,
+                )
         return _act_turn(model, loaded, spec, frames, prompts, generator, record)
 
 
@@ -354,8 +399,6 @@ def _act_turn(
     generator: torch.Generator | None,
     record: bool,
 ) -> tuple[Answers, TurnScores | None]:
-    import torch
-
     if spec.mode == "generate":
         raw = prompt_inputs(loaded, frames, prompts)
         answers = _generate(loaded, spec, raw, generator)
@@ -370,12 +413,34 @@ def _act_turn(
     raw = prompt_inputs(loaded, frames, prompts)
     inputs, keep = with_answers(loaded, raw)
     logits, values = model(inputs, keep)
+    tokens = int(inputs["attention_mask"].sum())
+    return _answer(spec, logits, values, generator, record, tokens, raw, loaded)
+
+
+def _answer(
+    spec: PolicySpec,
+    logits: torch.Tensor,
+    values: torch.Tensor | None,
+    generator: torch.Generator | None,
+    record: bool,
+    tokens: int,
+    processed: ProcessedTurns | dict[str, torch.Tensor],
+    loaded: LoadedVLM | None = None,
+) -> tuple[Answers, TurnScores | None]:
+    """``action_logits`` mode: pick from the prompt forward's logits and score the picks;
+    ``processed`` is the kept processor output, or the raw batch to split (with ``loaded``)."""
+    import torch
+
     picks = pick(answer_scores(spec, logits), spec.do_sample, generator)
     answers = Answers([spec.action_words[int(i)] for i in picks], picks, torch.ones(len(picks), 1))
     if not record:
         return answers, None
-    scores = score_answers(spec, logits, values, answers, int(inputs["attention_mask"].sum()))
-    scores.processed = split_turns(loaded, raw)
+    scores = score_answers(spec, logits, values, answers, tokens)
+    if isinstance(processed, dict):
+        assert loaded is not None  # a raw batch is split with its tokenizer's pad id
+        scores.processed = split_turns(loaded, processed)
+    else:
+        scores.processed = processed
     return answers, scores
 
 

@@ -18,12 +18,17 @@ Which dimension of each tensor is per turn follows from the batch itself:
 
 A batch with any other tensor (or none of these shapes) is not split: ``split`` returns ``None``
 and the caller runs the processor as before.
+
+Each turn also has a ``key``: the bytes of all its tensors (names, dtypes, shapes, values). Two
+turns with equal keys are the same model input, so ``distinct`` lets a forward pass run once per
+distinct turn (tasks with few states repeat observations: 20 distinct ones among NumberLine's 256
+turns per update) and hand each turn its row of the output.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,6 +43,11 @@ class ProcessedTurns:
     rows: list[dict[str, torch.Tensor]]
     per_token: tuple[str, ...]  # keys padded along the sequence when batched
     pad_id: int  # the tokenizer's pad id, what ``input_ids`` is left-padded with
+    keys: list[bytes] = field(default_factory=list)  # one per row (``row_key``); filled if empty
+
+    def __post_init__(self) -> None:
+        if len(self.keys) != len(self.rows):
+            self.keys = [row_key(r) for r in self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -70,14 +80,44 @@ class ProcessedTurns:
 
     def select(self, rows: Sequence[int] | torch.Tensor) -> ProcessedTurns:
         """The given turns."""
-        return ProcessedTurns([self.rows[int(i)] for i in rows], self.per_token, self.pad_id)
+        index = [int(i) for i in rows]
+        return ProcessedTurns(
+            [self.rows[i] for i in index],
+            self.per_token,
+            self.pad_id,
+            [self.keys[i] for i in index],
+        )
 
     @staticmethod
     def concat(parts: Sequence[ProcessedTurns]) -> ProcessedTurns:
         """All turns of ``parts`` in order (the parts come from the same processor)."""
         return ProcessedTurns(
-            [r for p in parts for r in p.rows], parts[0].per_token, parts[0].pad_id
+            [r for p in parts for r in p.rows],
+            parts[0].per_token,
+            parts[0].pad_id,
+            [k for p in parts for k in p.keys],
         )
+
+    def distinct(self, extra: Sequence[bytes] | None = None) -> tuple[list[int], torch.Tensor]:
+        """The first turn of each distinct input, and for every turn the index of its distinct
+        turn in that list: ``select(first)`` then row ``inverse[i]`` of its output is turn ``i``.
+
+        ``extra`` (one per turn) joins the key, for what is appended to the processor's inputs
+        (the answer tokens in generate mode). ``select(first)`` pads to the same width as the
+        whole selection: the longest turn is among the distinct ones.
+        """
+        keys = (
+            self.keys if extra is None else [k + e for k, e in zip(self.keys, extra, strict=True)]
+        )
+        slot: dict[bytes, int] = {}
+        first: list[int] = []
+        inverse = []
+        for i, key in enumerate(keys):
+            if key not in slot:
+                slot[key] = len(first)
+                first.append(i)
+            inverse.append(slot[key])
+        return first, torch.tensor(inverse, dtype=torch.long)
 
     def batch(self, device: torch.device | str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The turns as the processor batches them: left-padded to the longest, on ``device``,
@@ -94,6 +134,16 @@ class ProcessedTurns:
             floating = value.is_floating_point()
             out[key] = value.to(device, dtype) if floating else value.to(device)
         return out
+
+
+def row_key(row: Mapping[str, torch.Tensor]) -> bytes:
+    """Bytes equal for two turns exactly when their tensors are (names, dtypes, shapes, values)."""
+    parts = []
+    for name in sorted(row):
+        value = row[name].contiguous()
+        header = f"{name}|{value.dtype}|{tuple(value.shape)}|".encode()
+        parts += [header, value.view(torch.uint8).numpy().tobytes() if value.numel() else b""]
+    return b"".join(parts)
 
 
 def _pieces(

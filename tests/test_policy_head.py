@@ -217,3 +217,140 @@ def test_scoring_from_the_kept_inputs_equals_recomputing_them(
     assert kept.tokens == recomputed.tokens
     # And they are the acting log-probabilities (other batch shapes: float32 rounding, ~1e-6).
     torch.testing.assert_close(kept.logprobs, rollout.logprobs[rows], rtol=0, atol=1e-5)
+
+
+class _RowCounter:
+    """The actor-critic, recording how many rows each forward pass ran on."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.rows = model, []  # type: list[int]
+
+    def __call__(self, inputs: dict[str, torch.Tensor], keep: int) -> Any:
+        self.rows.append(int(inputs["input_ids"].shape[0]))
+        return self.model(inputs, keep)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "mode"),
+    [
+        ("tiny-llava", "action_logits"),
+        ("tiny-qwen2-vl", "action_logits"),
+        ("tiny-llava", "generate"),
+    ],
+)
+def test_repeated_turns_are_scored_once_with_the_same_numbers_and_gradient(
+    tmp_path: Path, model_name: str, mode: str
+) -> None:
+    """A minibatch that repeats turns runs the forward on its distinct turns only; every turn
+    gets the log-probability, entropy and value a forward over all its turns gives, and the
+    gradient is the same (each repeat's share summed onto the one row)."""
+    from mmrl_harness.train.episodic.policy import ActorCritic, ValueHead, hidden_size, score_turns
+
+    policy = _trained_policy(tmp_path, model_name)
+    spec, rollout, _ = _greedy_training_rollout(policy, mode)
+    assert rollout.processed is not None
+    model = ActorCritic(policy.peft_model, ValueHead(hidden_size(policy.peft_model)))
+    a, b, c, d = rollout.processed.distinct()[0][:4]  # four turns with different inputs
+    rows = torch.tensor([a, b, a, c, b, a, d])  # two of them repeated: 4 distinct of 7
+    frames = [rollout.frames[int(i)] for i in rows]
+    prompts = [rollout.prompts[int(i)] for i in rows]
+    answers = rollout.answers.select(rows)
+    lora = [p for n, p in policy.peft_model.named_parameters() if "lora_" in n]
+
+    def scored(processed: Any) -> tuple[Any, list[torch.Tensor], list[int]]:
+        counter = _RowCounter(model)
+        scores = score_turns(counter, policy.vlm, spec, frames, prompts, answers, processed)
+        loss = scores.logprobs.sum() + scores.entropy.sum() + scores.values.sum()
+        grads = torch.autograd.grad(loss, lora)
+        return scores, list(grads), counter.rows
+
+    once, grad_once, rows_once = scored(rollout.processed.select(rows))
+    every, grad_every, rows_every = scored(None)  # the processor on all 7 turns, 7 rows
+    assert rows_once == [4] and rows_every == [7]
+    # A row's output does not depend on the other rows of its batch, and the distinct turns
+    # are padded to the same width (the longest turn is among them): float32 rounding at most
+    # (~1e-6 on values of order 1; equal on CPU in practice).
+    for name in ("logprobs", "entropy", "values"):
+        torch.testing.assert_close(getattr(once, name), getattr(every, name), rtol=0, atol=1e-5)
+    assert once.tokens == every.tokens
+    # The shared row's gradient sums its repeats in another order: float32 rounding relative
+    # to each gradient's size (1e-4 of the largest entry, a 100x margin over ~1e-6).
+    for a, b in zip(grad_once, grad_every, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4 * float(b.abs().max()) + 1e-12)
+    assert any(float(g.abs().max()) > 0 for g in grad_every)  # a gradient that could differ
+
+
+def test_a_rollout_memo_runs_each_observation_once_and_returns_what_a_forward_returns(
+    tmp_path: Path,
+) -> None:
+    """``TurnMemo``: observations repeated within and across calls run the processor and the
+    model once; the logits, values and kept processor output are a plain forward's."""
+    from mmrl_harness.policy_head import prompt_inputs, with_answers
+    from mmrl_harness.train.episodic.policy import ActorCritic, ValueHead, hidden_size
+    from mmrl_harness.turn_memo import TurnMemo
+
+    policy = _trained_policy(tmp_path, "tiny-llava")
+    loaded = policy.vlm
+    model = ActorCritic(policy.peft_model, ValueHead(hidden_size(policy.peft_model)))
+    torch.nn.init.normal_(model.value_head.net[2].weight)  # a value head that is not 0
+    rng = np.random.default_rng(0)
+    seen = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    prompts = ["Left or right?", "Go.", "Left or right?", "Go.", "Left or right?"]
+    frames = [seen[0], seen[1], seen[0], seen[1], seen[2]]  # 3 distinct (frame, prompt) pairs
+    columns = (5, 11)  # the vocabulary ids whose logits it keeps (the action words' in training)
+    memo = TurnMemo(columns)
+    with torch.no_grad():
+        first = memo.forward(model, loaded, frames, prompts)
+        assert first is not None and memo.forwarded == 3
+        again = memo.forward(model, loaded, frames[::-1], prompts[::-1])  # all seen: no forward
+        assert again is not None and memo.forwarded == 3
+        raw = prompt_inputs(loaded, frames, prompts)
+        logits, values = model(*with_answers(loaded, raw))
+        logits = logits[:, :, list(columns)]
+    # Another batch (3 rows, not 5) and its own left padding: float32 rounding (~1e-6).
+    torch.testing.assert_close(first.logits, logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(first.values, values, rtol=0, atol=1e-5)
+    torch.testing.assert_close(again.logits, logits.flip(0), rtol=0, atol=1e-5)
+    assert first.tokens == int(raw["attention_mask"].sum())
+    # The kept processor output re-batches to the processor's own batch of all five turns.
+    batch = first.processed.batch(loaded.device, loaded.model.dtype)
+    assert all(torch.equal(batch[k], raw[k]) for k in raw)
+    # Repeated turns share a key; distinct ones do not.
+    assert first.processed.distinct()[1].tolist() == [0, 1, 0, 1, 2]
+
+
+def test_acting_through_a_rollout_memo_answers_and_scores_as_acting_without_it(
+    tmp_path: Path,
+) -> None:
+    """``act_turn`` with a ``TurnMemo`` (the action words' columns only) samples the same
+    answers from the same noise and records the same scores and processor output."""
+    from mmrl_harness.policy_head import act_turn, policy_spec
+    from mmrl_harness.train.episodic.policy import ActorCritic, ValueHead, hidden_size
+    from mmrl_harness.turn_memo import TurnMemo
+
+    policy = _trained_policy(tmp_path, "tiny-llava")
+    loaded = policy.vlm
+    model = ActorCritic(policy.peft_model, ValueHead(hidden_size(policy.peft_model)))
+    torch.nn.init.normal_(model.value_head.net[2].weight)  # a value head that is not 0
+    spec = policy_spec(loaded, "action_logits", ("left", "right"), 1.0, 3)
+    env = make_task_env(resolve_task("numberline", LINE))
+    observations = [env.reset(seed=seed) for seed in (0, 1, 2, 0, 1, 3)]  # 2 repeated
+    frames, prompts = [o.image for o in observations], [o.text for o in observations]
+    memo = TurnMemo(spec.action_ids)
+    for _ in range(2):  # the second time every observation comes from the memo
+        with_memo = act_turn(model, loaded, spec, frames, prompts, _noise(), memo=memo)
+        plain = act_turn(model, loaded, spec, frames, prompts, _noise())
+        assert with_memo[0].texts == plain[0].texts
+        assert torch.equal(with_memo[0].actions, plain[0].actions)
+        got, want = with_memo[1], plain[1]
+        assert got is not None and want is not None
+        assert got.processed is not None and want.processed is not None
+        # Rows computed in a batch of the distinct observations: float32 rounding (~1e-6).
+        for name in ("logprobs", "entropy", "values"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=1e-5)
+        assert got.tokens == want.tokens and got.processed.keys == want.processed.keys
+    assert memo.forwarded == len(set(got.processed.keys)) < len(frames)
+
+
+def _noise() -> torch.Generator:
+    return torch.Generator().manual_seed(0)

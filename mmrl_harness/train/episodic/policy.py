@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mmrl_harness.models.loading import LoadedVLM
+    from mmrl_harness.turn_memo import TurnMemo
 
 __all__ = [
     "ActorCritic",
@@ -115,9 +116,11 @@ def act(
     frames: Sequence[np.ndarray],
     prompts: Sequence[str],
     generator: torch.Generator,
+    memo: TurnMemo | None = None,
 ) -> tuple[Answers, TurnScores]:
     """One answer per turn (sampled, or greedy when ``spec.do_sample`` is off), scored exactly
-    as ``score_turns`` will score it in the update."""
-    answers, scores = act_turn(actor_critic, loaded, spec, frames, prompts, generator)
+    as ``score_turns`` will score it in the update; ``memo``: the rollout's prompt forwards
+    (``turn_memo``)."""
+    answers, scores = act_turn(actor_critic, loaded, spec, frames, prompts, generator, memo=memo)
     assert scores is not None  # record=True always scores
     return answers, scores

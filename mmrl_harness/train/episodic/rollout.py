@@ -32,6 +32,7 @@ from mmrl_harness.policy_head import Answers, PolicySpec, turn_inputs
 from mmrl_harness.rollout import EpisodeSlot
 from mmrl_harness.train.episodic.policy import act
 from mmrl_harness.train.result import TrainingError
+from mmrl_harness.turn_memo import TurnMemo
 
 if TYPE_CHECKING:
     from torch import nn
@@ -156,12 +157,18 @@ def _turn_batch(pool: EnvPool, rows: Sequence[int]) -> tuple[list[np.ndarray], l
 
 @torch.no_grad()
 def state_values(
-    actor_critic: nn.Module, loaded: LoadedVLM, observations: Sequence[Observation]
+    actor_critic: nn.Module,
+    loaded: LoadedVLM,
+    observations: Sequence[Observation],
+    memo: TurnMemo | None = None,
 ) -> torch.Tensor:
-    """Value estimates of observations (on CPU), e.g. to bootstrap an unfinished episode."""
-    inputs, keep = turn_inputs(
-        loaded, [o.image for o in observations], [o.text for o in observations]
-    )
+    """Value estimates of observations (on CPU), e.g. to bootstrap an unfinished episode;
+    ``memo``: the rollout's prompt forwards (an observation acted on already is not re-run)."""
+    frames, prompts = [o.image for o in observations], [o.text for o in observations]
+    ahead = None if memo is None else memo.forward(actor_critic, loaded, frames, prompts)
+    if ahead is not None and ahead.values is not None:
+        return ahead.values.float().cpu()
+    inputs, keep = turn_inputs(loaded, frames, prompts)
     return actor_critic(inputs, keep)[1].float().cpu()  # type: ignore[no-any-return]
 
 
@@ -181,8 +188,10 @@ def collect_steps(
 
     With ``bootstrap`` the value head also scores each truncated episode's final observation
     (running out of time is not a terminal state) and every environment's next observation, the
-    values GAE starts from.
+    values GAE starts from. Observations repeat; each distinct one is run through the processor
+    and the model once per call (``TurnMemo``: the weights do not change while collecting).
     """
+    memo = TurnMemo(spec.action_ids)
     n = len(pool)
     for i in range(n):
         if pool.observations[i] is None:
@@ -190,12 +199,14 @@ def collect_steps(
     turns: list[_StepTurn] = []
     for _ in range(steps):
         turns.append(
-            _step_all(pool, actor_critic, loaded, spec, bootstrap, seeds, seed_pool, generator)
+            _step_all(
+                pool, actor_critic, loaded, spec, bootstrap, seeds, seed_pool, generator, memo
+            )
         )
     next_values = None
     if bootstrap:
         next_values = state_values(
-            actor_critic, loaded, [o for o in pool.observations if o is not None]
+            actor_critic, loaded, [o for o in pool.observations if o is not None], memo
         )
     return Rollout(
         frames=[f for t in turns for f in t.frames],
@@ -247,11 +258,12 @@ def _step_all(
     seeds: np.random.Generator,
     seed_pool: Sequence[int],
     generator: torch.Generator,
+    memo: TurnMemo,
 ) -> _StepTurn:
     """Act once in every environment; an ended episode is replaced by a fresh one at once."""
     n = len(pool)
     frames, prompts = _turn_batch(pool, range(n))
-    answers, scores = act(actor_critic, loaded, spec, frames, prompts, generator)
+    answers, scores = act(actor_critic, loaded, spec, frames, prompts, generator, memo)
     reward, done, final = torch.zeros(n), torch.zeros(n), torch.zeros(n)
     episodes: list[EpisodeRecord] = []
     truncated: list[tuple[int, Observation]] = []
@@ -268,7 +280,7 @@ def _step_all(
             truncated.append((i, result.observation))
         pool.reset(i, int(seeds.choice(seed_pool)))
     if bootstrap and truncated:
-        values = state_values(actor_critic, loaded, [o for _, o in truncated])
+        values = state_values(actor_critic, loaded, [o for _, o in truncated], memo)
         for (i, _), value in zip(truncated, values, strict=True):
             final[i] = value
     return _StepTurn(
@@ -298,7 +310,9 @@ def collect_episodes(
     generator: torch.Generator,
 ) -> Rollout:
     """One whole episode per environment, ``group_size`` per seed (environment ``i`` runs
-    episode ``i``; ``episode_ids`` maps turns to episodes)."""
+    episode ``i``; ``episode_ids`` maps turns to episodes). Every turn runs its own batched
+    forward (no ``TurnMemo``), so acting is bit for bit an evaluation's batch of the episodes
+    still running (``tests/test_policy_head.py`` pins it)."""
     n = len(pool)
     if n % group_size:
         raise ValueError(
