@@ -535,6 +535,69 @@ def test_ppo_with_target_kl_and_a_value_learning_rate_resumes_exactly(tmp_path: 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_anneal_lr_decays_each_param_group_linearly_from_its_own_initial_lr() -> None:
+    from mmrl_harness.train.episodic.config import EpisodicConfig
+    from mmrl_harness.train.episodic.policy import ValueHead
+    from mmrl_harness.train.episodic.trainer import make_optimizer, set_learning_rates
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = torch.nn.Linear(8, 8)
+            self.value_head = ValueHead(8, 4)
+
+    optimizer = make_optimizer(Tiny(), 1e-3, 1e-2)  # type: ignore[arg-type]
+    base = [g["lr"] for g in optimizer.param_groups]
+    lrs = {}
+    for update in (1, 2, 5, 10):
+        set_learning_rates(optimizer, base, update, 10, EpisodicConfig(anneal_lr=True))
+        lrs[update] = [g["lr"] for g in optimizer.param_groups]
+    # base * (1 - (u - 1) / 10): the same few float operations on both sides, so approx to 1 ulp.
+    assert lrs[1] == [1e-3, 1e-2]
+    assert lrs[2] == pytest.approx([0.9e-3, 0.9e-2], rel=1e-12)
+    assert lrs[5] == pytest.approx([0.6e-3, 0.6e-2], rel=1e-12)
+    assert lrs[10] == pytest.approx([0.1e-3, 0.1e-2], rel=1e-12)
+    # Off: every update steps with the initial lrs, whatever the groups held before.
+    set_learning_rates(optimizer, base, 7, 10, EpisodicConfig())
+    assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-2]
+
+
+def test_ppo_with_anneal_lr_logs_the_schedule_and_resumes_on_it_exactly(tmp_path: Path) -> None:
+    import shutil
+
+    from mmrl_harness.train.episodic.trainer import scheduled_lr, train_episodic
+    from mmrl_harness.train.policy import build_policy
+
+    episodic = {"anneal_lr": True, "value_learning_rate": 3e-3}
+    config = _config(tmp_path, max_steps=4, save_steps=2, save_total_limit=None, episodic=episodic)
+    straight = build_policy(config)
+    done = train_episodic(config, straight)
+    expected = [scheduled_lr(1e-3, u, 4, True) for u in (1, 2, 3, 4)]
+    assert [h["learning_rate"] for h in done.log_history] == expected
+    assert expected == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3], rel=1e-12)
+    run = Path(config.output_dir)
+    saved = torch.load(run / "checkpoint-4" / "optimizer.bin", weights_only=False)
+    # The value head's own group anneals from its own initial lr, on the same schedule.
+    assert [g["lr"] for g in saved["param_groups"]] == [
+        scheduled_lr(1e-3, 4, 4, True),
+        scheduled_lr(3e-3, 4, 4, True),
+    ]
+
+    # The run interrupted after checkpoint-2 (whose Adam state holds update 2's lrs) resumes
+    # updates 3 and 4 on the schedule, not at the restored lr.
+    shutil.rmtree(run / "checkpoint-4")
+    resumed = build_policy(config)
+    result = train_episodic(config, resumed)
+    assert result.resumed_from == run / "checkpoint-2"
+    assert [h["learning_rate"] for h in result.log_history] == expected[2:]
+    again = torch.load(run / "checkpoint-4" / "optimizer.bin", weights_only=False)
+    assert [g["lr"] for g in again["param_groups"]] == [g["lr"] for g in saved["param_groups"]]
+    # Same process, shapes and order of every sum as the straight run: bit for bit.
+    a, b = _trainable_state(straight.peft_model), _trainable_state(resumed.peft_model)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # -- checkpoints, resume, errors ---------------------------------------------------------------
 def test_resume_continues_update_count_and_optimizer_exactly(tmp_path: Path) -> None:
     from mmrl_harness.train.policy import build_policy

@@ -91,6 +91,14 @@ class EpisodicConfig(BaseModel):
         description="Adam's step size for the value head alone (its own param group); None "
         "uses learning_rate for it too",
     )
+    anneal_lr: bool = Field(
+        False,
+        description="decay every param group's learning rate linearly from its own initial "
+        "value (learning_rate, value_learning_rate) towards 0 over max_steps updates, as "
+        "CleanRL's anneal_lr: update u steps with lr * (1 - (u - 1) / max_steps), a function of "
+        "the update index alone, so a resumed run follows the same schedule; damps the late "
+        "drift of a near-deterministic policy",
+    )
     max_grad_norm: float | None = Field(
         0.5, gt=0, description="clip the global gradient norm to this; None turns it off"
     )

@@ -121,6 +121,7 @@ class EpisodicRun:
     spec: PolicySpec
     out: EpisodicTrainResult
     manifest: CheckpointManifest | None = None  # the main process's template for checkpoints
+    base_lrs: list[float] = field(default_factory=list)  # each param group's initial lr
     best: float | None = None
     elapsed: float = 0.0  # wall seconds of the earlier sessions of a resumed run
     started: float = 0.0  # perf_counter of the run's start, earlier sessions included
@@ -155,6 +156,7 @@ def _train_loop(run: EpisodicRun) -> EpisodicTrainResult:
     try:
         for update in range(run.out.global_step + 1, config.max_steps + 1):
             step_start, step_cpu = time.perf_counter(), time.process_time()
+            set_learning_rates(run.optimizer, run.base_lrs, update, config.max_steps, run.opts)
             seeds, generator = update_rngs(run, update)
             rollout = collect_rollouts(run, update, seeds, generator)
             rollout_time = time.perf_counter() - step_start
@@ -216,6 +218,33 @@ def make_optimizer(
     return torch.optim.Adam(groups, lr=learning_rate, eps=1e-5)
 
 
+def scheduled_lr(base_lr: float, update: int, max_steps: int, anneal: bool) -> float:
+    """The learning rate of update ``update`` (1-based) for a group whose initial lr is ``base_lr``.
+
+    Constant without ``anneal``; with it, linear from ``base_lr`` at update 1 towards 0 (the last
+    update steps with ``base_lr / max_steps``), as CleanRL's ``anneal_lr``.
+    """
+    if not anneal:
+        return base_lr
+    return base_lr * (1.0 - (update - 1.0) / max_steps)
+
+
+def set_learning_rates(
+    optimizer: torch.optim.Optimizer,
+    base_lrs: list[float],
+    update: int,
+    max_steps: int,
+    opts: EpisodicConfig,
+) -> None:
+    """Set each param group's lr for ``update`` from its initial lr (``scheduled_lr``).
+
+    Recomputed from the update index at every update rather than stepped, so a resumed run
+    (whose Adam state restores the last saved lr) continues the very same schedule.
+    """
+    for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+        group["lr"] = scheduled_lr(base_lr, update, max_steps, opts.anneal_lr)
+
+
 def setup(
     config: TrainConfig,
     policy: PolicyModel,
@@ -233,6 +262,7 @@ def setup(
     actor_critic = ActorCritic(policy.peft_model, value_head).to(accelerator.device)
     params = [p for p in actor_critic.parameters() if p.requires_grad]
     optimizer = make_optimizer(actor_critic, config.learning_rate, opts.value_learning_rate)
+    base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
     model, optimizer = accelerator.prepare(actor_critic, optimizer)
     model.eval()
     keep_trainable_only(accelerator, model)
@@ -262,6 +292,7 @@ def setup(
         spec,
         out,
         manifest,
+        base_lrs,
     )
 
 
@@ -353,6 +384,7 @@ def step_metrics(
         rollout_time=rollout_time,
         num_tokens=tokens,
         tokens_per_s=tokens / step_time,
+        learning_rate=float(run.optimizer.param_groups[0]["lr"]),
         peak_memory_mib=peak_memory_mib(),
         wall_time_s=time.perf_counter() - run.started,
     )
