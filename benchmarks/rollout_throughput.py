@@ -9,8 +9,6 @@ the same batches: repeating one episode's prompt instead would make every batch 
 chat template to render, no padding) and overstate the headroom. Repetitions are
 interleaved; episodes/s are medians, and the ratios are medians of the ratios paired within each
 repetition (so a busier moment of a shared machine hits both sides of a ratio alike).
-"kept (fastest runs)" is the same quotient from each of the four timings' fastest repetition
-(other jobs on a shared machine only ever add time, so it is the steadier of the two there).
 ``--clock cpu`` times this process's CPU time, which with one thread excludes waiting for a core.
 
     python benchmarks/rollout_throughput.py [--threads 2] [--reps 3] [--clock wall|cpu]
@@ -78,10 +76,9 @@ def main() -> None:
         run_episodes(lambda: make_task_env(task), policy, list(range(n)), batch_size=batch)
 
     print(
-        "| N | engine batched ep/s | engine sequential ep/s | engine ratio | bare generate ratio "
-        "| kept | kept (fastest runs) |"
+        "| N | engine batched ep/s | engine sequential ep/s | engine ratio | bare generate ratio | kept |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for n in sizes:
         times: dict[str, list[float]] = {"eb": [], "es": [], "bb": [], "bs": []}
         engine(min(n, 4), min(n, 4))  # warm-up
@@ -91,9 +88,6 @@ def main() -> None:
             times["es"].append(timed(partial(engine, episodes, 1), clock))
             times["bb"].append(timed(partial(bare, episodes, n), clock))
             times["bs"].append(timed(partial(bare, episodes, 1), clock))
-        # Other jobs only ever add time: each of the four's fastest run is its least disturbed.
-        fast = {k: min(v) for k, v in times.items()}
-        kept_fast = (fast["es"] / fast["eb"]) / (fast["bs"] / fast["bb"])
         med = {k: statistics.median(v) for k, v in times.items()}
         engine_ratios = [s / b for s, b in zip(times["es"], times["eb"], strict=True)]
         bare_ratios = [s / b for s, b in zip(times["bs"], times["bb"], strict=True)]
@@ -101,7 +95,7 @@ def main() -> None:
         print(
             f"| {n} | {episodes / med['eb']:.1f} | {episodes / med['es']:.1f} "
             f"| {statistics.median(engine_ratios):.2f}x | {statistics.median(bare_ratios):.2f}x "
-            f"| {statistics.median(kept):.0%} | {kept_fast:.0%} |"
+            f"| {statistics.median(kept):.0%} |"
         )
 
 
