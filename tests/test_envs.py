@@ -391,3 +391,40 @@ def test_dataset_env_reads_parquet_files(tmp_path: Path) -> None:
 def test_dataset_env_names_missing_columns(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no column\(s\) \['caption'\]"):
         make("mmrl/DatasetVQA-v0", path=str(_tiny_vqa(tmp_path)), question_column="caption")
+
+
+@pytest.mark.parametrize("task", ["numberline", "color_shape"])
+def test_rollout_records_and_frames_do_not_depend_on_the_frame_memo(task: str) -> None:
+    """Through the engine: the same records and the same frames seen by the policy with every
+    frame drawn afresh as with the memo."""
+    from mmrl_harness.rollout import PolicyOutput, run_episodes
+    from mmrl_harness.tasks import make_task_env
+
+    class Alternating:
+        """Answers left, right, left, ... (and one colour word): a fixed, scripted policy."""
+
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+            self.turn = 0
+
+        def act(self, observations: list, action_words: tuple[str, ...]) -> list[PolicyOutput]:
+            self.frames += [o.image.tobytes() for o in observations]
+            self.turn += 1
+            return [PolicyOutput(action_words[self.turn % 2], 1) for _ in observations]
+
+    def rollout() -> tuple[list[bytes], list[tuple[object, ...]]]:
+        policy = Alternating()
+        records = run_episodes(lambda: make_task_env(task), policy, list(range(12)), batch_size=4)
+        # Everything but the timing.
+        keep = [(r.seed, r.actions, r.rewards, r.success, r.length, r.truncated) for r in records]
+        return policy.frames, keep
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(env_base, "FRAME_CACHE_SIZE", 0)  # nothing kept: every frame drawn
+        env_base._FRAMES.clear()
+        drawn = rollout()
+    memoised = rollout()  # the same episodes, frames from the memo where the env memoises
+    assert memoised == drawn
+    assert memoised == rollout()
+    if task == "numberline":
+        assert len(env_base._FRAMES) > 1  # the memo was used
