@@ -3,7 +3,10 @@
 For each N, the same ``waves * N`` episodes (same tiny policy, task and seeds) run once through
 the rollout engine with ``batch_size=N`` and once with ``batch_size=1``, so environment creation
 is amortised as in a real evaluation; a bare batched ``generate`` of the
-same prompts vs one-at-a-time gives the headroom the engine is compared with. Repetitions are
+same prompts vs one-at-a-time gives the headroom the engine is compared with. The bare side runs
+the very episodes the engine runs (each seed's first image and prompt, drawn before timing), in
+the same batches: repeating one episode's prompt instead would make every batch uniform (one
+chat template to render, no padding) and overstate the headroom. Repetitions are
 interleaved; episodes/s are medians, and the ratios are medians of the ratios paired within each
 repetition (so a busier moment of a shared machine hits both sides of a ratio alike).
 ``--clock cpu`` times this process's CPU time, which with one thread excludes waiting for a core.
@@ -49,6 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     clock = CLOCKS[args.clock]
+    sizes = [int(s) for s in args.sizes.split(",")]
     print(
         f"torch {torch.__version__}, threads={torch.get_num_threads()}, task={args.task}, "
         f"clock={args.clock}"
@@ -57,12 +61,15 @@ def main() -> None:
     loaded = load_vlm("tiny-llava")
     task = resolve_task(args.task, {"env_kwargs.image_size": 32})
     policy = VLMPolicy(loaded, max_new_tokens=args.max_new_tokens)
-    first = make_task_env(task).reset(seed=0)
+    env = make_task_env(task)
+    # The first observation of every episode the engine runs (seeds 0..), drawn before timing.
+    firsts = [env.reset(seed=seed) for seed in range(args.waves * max(sizes))]
+    env.close()
 
     def bare(n: int, batch: int) -> None:
         for start in range(0, n, batch):
-            rows = min(batch, n - start)
-            inputs = build_inputs(loaded, [first.to_pil()] * rows, [first.text] * rows)
+            chunk = firsts[start : min(start + batch, n)]
+            inputs = build_inputs(loaded, [o.to_pil() for o in chunk], [o.text for o in chunk])
             generate_ids(loaded, inputs, max_new_tokens=args.max_new_tokens)
 
     def engine(n: int, batch: int) -> None:
@@ -72,7 +79,7 @@ def main() -> None:
         "| N | engine batched ep/s | engine sequential ep/s | engine ratio | bare generate ratio | kept |"
     )
     print("|---|---|---|---|---|---|")
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in sizes:
         times: dict[str, list[float]] = {"eb": [], "es": [], "bb": [], "bs": []}
         engine(min(n, 4), min(n, 4))  # warm-up
         episodes = args.waves * n

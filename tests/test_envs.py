@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from gymnasium.utils.env_checker import check_env
 from PIL import Image
 
 import mmrl_harness.envs  # noqa: F401  (registers mmrl/*)
+from mmrl_harness.envs import base as env_base
 from mmrl_harness.envs.drawing import PALETTE
 
 DRAWN_ENVS = [
@@ -70,6 +72,101 @@ def test_pixel_noise_is_seeded(env_id: str) -> None:
     b = make(env_id, noise=20.0).reset(seed=3)[0]["image"]
     clean = make(env_id).reset(seed=3)[0]["image"]
     assert np.array_equal(a, b) and not np.array_equal(a, clean)
+
+
+# -- frames drawn once -----------------------------------------------------------------------
+#: sha256 of every frame, text and reward of 8 seeded oracle episodes at 32 px, recorded on the
+#: tree before frames were memoised and answer steps stopped redrawing (commit f8a974f): the
+#: speed-ups must not change a single byte. A Pillow upgrade that draws differently changes
+#: these too; re-record them then, after checking the frames still look right.
+FRAME_DIGESTS = {
+    ("mmrl/ColorShape-v0", 0.0): "f945f945d6f9d652a4b674a8c35fd53ed64184570ae12747e75fa2b6beac81c0",
+    (
+        "mmrl/ColorShape-v0",
+        12.0,
+    ): "06a62d9f02c5b7052bfe3a91dc7aa7ea6f2d3afdee9d00746f7a8f2ccc76225a",
+    ("mmrl/Counting-v0", 0.0): "693fc28f558f3eac68e4fdb4eb964c2568a246bad52b90235907facad751b8a2",
+    ("mmrl/Counting-v0", 12.0): "85c1f0d118c86df4ff5bbb0122b3e429e29d771e2bfb54e57728fe491a8e041d",
+    ("mmrl/NumberLine-v0", 0.0): "ddd7b45caca8a3fdadbc68561e640b4cf183394052b4303aa9a1c09fa139239e",
+    (
+        "mmrl/NumberLine-v0",
+        12.0,
+    ): "91200cef9d3d97d2e33188b5541e780c24fa9bec6a5a4db2e39916d11026b057",
+    ("mmrl/Blackjack-v0", 0.0): "df1a50a59d9ed26d7007b9e776f18977db62f0829d20b68161d9fc80652d131b",
+    ("mmrl/Blackjack-v0", 12.0): "c456cab45c4e7efa1e342131ac9cde82c403ff119a0afadf76bc4ea49722b4fa",
+    (
+        "mmrl/MiniGridNav-v0",
+        0.0,
+    ): "c4e52226068de7eeeaf70cdd098a1d5e47310618fb58113ab69930f497adf538",
+    (
+        "mmrl/MiniGridNav-v0",
+        12.0,
+    ): "12b4c98abd8a829a042479f900fb567b31ff85f6f9aebcbb1a76fe91a05c2bbf",
+}
+
+
+@pytest.mark.parametrize(("env_id", "noise"), list(FRAME_DIGESTS))
+def test_frames_are_byte_identical_to_the_unmemoised_drawing(env_id: str, noise: float) -> None:
+    env = make(env_id, image_size=32, noise=noise)
+    digest = hashlib.sha256()
+    for seed in range(8):
+        obs, _ = env.reset(seed=seed)
+        digest.update(obs["image"].tobytes() + obs["text"].encode())
+        for _ in range(4):
+            obs, reward, terminated, truncated, _ = env.step(env.unwrapped.oracle_action())
+            digest.update(obs["image"].tobytes() + obs["text"].encode() + repr(reward).encode())
+            if terminated or truncated:
+                break
+    assert digest.hexdigest() == FRAME_DIGESTS[(env_id, noise)]
+
+
+@pytest.mark.parametrize("line_length", [2, 5, 9])
+def test_numberline_memoised_frames_equal_freshly_drawn_ones(line_length: int) -> None:
+    env = make("mmrl/NumberLine-v0", line_length=line_length, image_size=40)
+    env.reset(seed=0)
+    line = env.unwrapped
+    for target in range(line_length):
+        for position in range(line_length):
+            line.target, line.position = target, position
+            fresh = line._clean_frame()  # drawn now, bypassing the memo
+            assert np.array_equal(line._observation()["image"], fresh)  # first: drawn, stored
+            assert np.array_equal(line._observation()["image"], fresh)  # then: from the memo
+    assert (type(line), 40, (line_length, 0, 0)) in env_base._FRAMES
+
+
+def test_observations_cannot_write_into_the_frame_memo() -> None:
+    env = make("mmrl/NumberLine-v0", line_length=5)
+    first, _ = env.reset(seed=4)
+    pristine = first["image"].copy()
+    first["image"][:] = 0  # a user may scribble on what they were given
+    again, _ = env.reset(seed=4)
+    assert np.array_equal(again["image"], pristine)
+    assert again["image"] is not first["image"]
+    line = env.unwrapped
+    cached = env_base._FRAMES[(type(line), line.image_size, line._frame_key())]
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        cached.setflags(write=True)  # backed by bytes: the memo cannot be made writeable
+
+
+def test_answer_step_shows_the_same_frame_as_a_new_array() -> None:
+    env = make("mmrl/ColorShape-v0", noise=0.0)
+    obs, _ = env.reset(seed=5)
+    after, *_ = env.step(env.unwrapped.oracle_action())
+    assert np.array_equal(after["image"], obs["image"]) and after["image"] is not obs["image"]
+
+
+def test_environments_get_equal_spaces_that_share_no_state() -> None:
+    a, b = make("mmrl/ColorShape-v0").unwrapped, make("mmrl/ColorShape-v0").unwrapped
+    assert a.observation_space == b.observation_space
+    box_a, box_b = a.observation_space["image"], b.observation_space["image"]
+    assert not np.shares_memory(box_a.low, box_b.low)
+    assert not np.shares_memory(box_a.high, box_b.high)
+    a.observation_space.seed(0)
+    first = a.observation_space["text"].sample()
+    a.observation_space.seed(0)
+    b.observation_space.seed(1)  # a shared generator would be re-seeded (and drawn from) here
+    b.observation_space["text"].sample()
+    assert a.observation_space["text"].sample() == first
 
 
 # -- colour / shape ------------------------------------------------------------------------------
@@ -294,3 +391,40 @@ def test_dataset_env_reads_parquet_files(tmp_path: Path) -> None:
 def test_dataset_env_names_missing_columns(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no column\(s\) \['caption'\]"):
         make("mmrl/DatasetVQA-v0", path=str(_tiny_vqa(tmp_path)), question_column="caption")
+
+
+@pytest.mark.parametrize("task", ["numberline", "color_shape"])
+def test_rollout_records_and_frames_do_not_depend_on_the_frame_memo(task: str) -> None:
+    """Through the engine: the same records and the same frames seen by the policy with every
+    frame drawn afresh as with the memo."""
+    from mmrl_harness.rollout import PolicyOutput, run_episodes
+    from mmrl_harness.tasks import make_task_env
+
+    class Alternating:
+        """Answers left, right, left, ... (and one colour word): a fixed, scripted policy."""
+
+        def __init__(self) -> None:
+            self.frames: list[bytes] = []
+            self.turn = 0
+
+        def act(self, observations: list, action_words: tuple[str, ...]) -> list[PolicyOutput]:
+            self.frames += [o.image.tobytes() for o in observations]
+            self.turn += 1
+            return [PolicyOutput(action_words[self.turn % 2], 1) for _ in observations]
+
+    def rollout() -> tuple[list[bytes], list[tuple[object, ...]]]:
+        policy = Alternating()
+        records = run_episodes(lambda: make_task_env(task), policy, list(range(12)), batch_size=4)
+        # Everything but the timing.
+        keep = [(r.seed, r.actions, r.rewards, r.success, r.length, r.truncated) for r in records]
+        return policy.frames, keep
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(env_base, "FRAME_CACHE_SIZE", 0)  # nothing kept: every frame drawn
+        env_base._FRAMES.clear()
+        drawn = rollout()
+    memoised = rollout()  # the same episodes, frames from the memo where the env memoises
+    assert memoised == drawn
+    assert memoised == rollout()
+    if task == "numberline":
+        assert len(env_base._FRAMES) > 1  # the memo was used

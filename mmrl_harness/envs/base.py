@@ -7,7 +7,11 @@ space is ``Text``. ``render()`` returns the current frame (``render_mode="rgb_ar
 
 from __future__ import annotations
 
+import copy
 import string
+from collections import OrderedDict
+from collections.abc import Hashable
+from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
@@ -15,7 +19,7 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image
 
-from mmrl_harness.envs.drawing import to_array
+from mmrl_harness.envs.drawing import add_noise, to_array
 
 #: Characters a text observation may hold (Gymnasium's ``Text`` space defaults to alphanumerics).
 TEXT_CHARSET = string.printable
@@ -31,13 +35,64 @@ def check_image_size(image_size: int) -> int:
 
 def text_space() -> spaces.Text:
     """The ``Text`` space of observation text and free-text actions."""
-    return spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
+    return _fresh(_text_space())
 
 
 def image_text_space(height: int, width: int | None = None) -> spaces.Dict:
     """The observation space ``{"image": Box(uint8, (H, W, 3)), "text": Text}``."""
     shape = (height, width if width is not None else height, 3)
-    return spaces.Dict({"image": spaces.Box(0, 255, shape, np.uint8), "text": text_space()})
+    return spaces.Dict({"image": _fresh(_image_box(shape)), "text": text_space()})
+
+
+@lru_cache(maxsize=1)
+def _text_space() -> spaces.Text:
+    return spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
+
+
+@lru_cache(maxsize=64)
+def _image_box(shape: tuple[int, int, int]) -> spaces.Box:
+    return spaces.Box(0, 255, shape, np.uint8)
+
+
+def _fresh(space: Any) -> Any:
+    """A copy of a prototype space with its own arrays and its own (unseeded) sampling RNG.
+
+    Building a ``Box`` or ``Text`` validates its arguments (about 0.2 ms each), which made
+    creating an environment cost as much as several resets; a shallow copy with the arrays
+    copied is the same space for a tenth of that. Immutable members (the ``Text`` charset) are
+    shared.
+    """
+    fresh = copy.copy(space)
+    for name, value in vars(fresh).items():
+        if isinstance(value, np.ndarray):
+            setattr(fresh, name, value.copy())
+    fresh._np_random = None  # Gymnasium creates (or seeds) a space's generator from this
+    return fresh
+
+
+#: Clean frames of envs whose frame is a pure function of a small discrete state, keyed by
+#: ``(env class, image_size, ImageTextEnv._frame_key())``; least recently used dropped first.
+FrameKey = tuple[type, int, Hashable]
+_FRAMES: OrderedDict[FrameKey, np.ndarray] = OrderedDict()
+FRAME_CACHE_SIZE = 1024
+
+
+def _memo_frame(key: FrameKey, draw: Any) -> np.ndarray:
+    """The cached clean frame for ``key``, drawn with ``draw()`` on a miss.
+
+    Stored backed by ``bytes``, so the one array handed out to every episode can never be made
+    writeable (``setflags(write=True)`` raises): nothing can write into the cache.
+    """
+    frame = _FRAMES.get(key)
+    if frame is not None:
+        _FRAMES.move_to_end(key)
+        return frame
+    drawn: np.ndarray = draw()
+    frame = np.frombuffer(drawn.tobytes(), dtype=np.uint8).reshape(drawn.shape)
+    _FRAMES[key] = frame
+    if len(_FRAMES) > FRAME_CACHE_SIZE:
+        _FRAMES.popitem(last=False)
+    return frame
 
 
 class ImageTextEnv(gym.Env[dict[str, Any], Any]):
@@ -63,6 +118,7 @@ class ImageTextEnv(gym.Env[dict[str, Any], Any]):
         self.noise = float(noise)
         self.observation_space = image_text_space(self.image_size)
         self._frame: np.ndarray | None = None
+        self._clean: np.ndarray | None = None  # the last frame drawn, before pixel noise
 
     # -- subclass hooks ----------------------------------------------------------------------
     def _draw(self) -> Any:
@@ -77,12 +133,37 @@ class ImageTextEnv(gym.Env[dict[str, Any], Any]):
         """What a scripted policy does now: optimal where the task has an optimum."""
         raise NotImplementedError(f"{type(self).__name__} has no scripted policy")
 
+    def _frame_key(self) -> Hashable | None:
+        """What ``_draw()``'s pixels are a pure function of (besides the class and image size),
+        for envs with a small discrete state whose frames repeat: their frames are then drawn
+        once and memoised. ``None`` (the default): draw every frame."""
+        return None
+
     # -- shared ------------------------------------------------------------------------------
-    def _observation(self) -> dict[str, Any]:
+    def _clean_frame(self) -> np.ndarray:
+        """The current state drawn, as ``uint8 (H, W, 3)`` without noise."""
         drawn = self._draw()
         image = Image.fromarray(drawn) if isinstance(drawn, np.ndarray) else drawn
-        self._frame = to_array(image, self.noise, self.np_random)
-        return {"image": self._frame, "text": self._text()}
+        return to_array(image)
+
+    def _observation(self) -> dict[str, Any]:
+        key = self._frame_key()
+        if key is None:
+            self._clean = self._clean_frame()
+        else:
+            self._clean = _memo_frame((type(self), self.image_size, key), self._clean_frame)
+        return self._unchanged_observation()
+
+    def _unchanged_observation(self) -> dict[str, Any]:
+        """The observation of a state that has not changed since the last ``_observation()``:
+        the frame is not drawn again (the pixel noise, when on, is drawn afresh as before)."""
+        if self._clean is None:
+            return self._observation()
+        self._frame = add_noise(self._clean, self.noise, self.np_random)
+        # Every observation gets its own array (Gymnasium's contract: users keep what they are
+        # given); without noise the frame is the kept clean one, so hand out a copy of it.
+        image = self._frame.copy() if self._frame is self._clean else self._frame
+        return {"image": image, "text": self._text()}
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """The current frame, ``uint8 (H, W, 3)`` (None before the first reset)."""

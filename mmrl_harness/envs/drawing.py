@@ -97,14 +97,25 @@ def draw_centered_text(
 def to_array(
     image: Image.Image, noise: float = 0.0, rng: np.random.Generator | None = None
 ) -> np.ndarray:
-    """The image as ``uint8 (H, W, 3)``, with optional Gaussian pixel noise of std ``noise``."""
-    frame = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    if noise > 0:
-        if rng is None:
-            raise ValueError("pixel noise needs the environment's random generator")
-        jitter = rng.normal(0.0, noise, size=frame.shape)
-        frame = np.clip(frame.astype(np.float64) + jitter, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(frame)
+    """The image as ``uint8 (H, W, 3)``, with optional Gaussian pixel noise of std ``noise``.
+
+    Without noise the array is read-only (it shares the ``bytes`` Pillow hands out).
+    """
+    # convert() copies even an RGB image; the built-in environments all draw RGB.
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    frame = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    return add_noise(frame, noise, rng)
+
+
+def add_noise(frame: np.ndarray, noise: float, rng: np.random.Generator | None) -> np.ndarray:
+    """``frame`` plus Gaussian pixel noise of std ``noise``, clipped to uint8 (``frame`` itself
+    when ``noise`` is 0; a new array otherwise, ``frame`` is never written)."""
+    if noise <= 0:
+        return frame
+    if rng is None:
+        raise ValueError("pixel noise needs the environment's random generator")
+    jitter = rng.normal(0.0, noise, size=frame.shape)
+    return np.ascontiguousarray(np.clip(frame.astype(np.float64) + jitter, 0, 255).astype(np.uint8))
 
 
 def resize_frame(frame: np.ndarray, size: int | None, nearest: bool = False) -> np.ndarray:

@@ -87,6 +87,11 @@ class NumberLineEnv(ImageTextEnv):
         margin = self.image_size * 0.1
         return margin + index * (self.image_size - 2 * margin) / (self.line_length - 1)
 
+    def _frame_key(self) -> tuple[int, int, int]:
+        # The frame is a pure function of these (and the image size): a handful of distinct
+        # frames per line length, drawn once each and memoised by the base class.
+        return (self.line_length, self.target, self.position)
+
     def _draw(self) -> Any:
         size = self.image_size
         image, draw = canvas(size, color_rgb("white"))

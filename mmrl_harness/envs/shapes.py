@@ -69,7 +69,8 @@ class AnswerEnv(ImageTextEnv):
             "event": "correct" if correct else "wrong",
             "answer": self._answer,
         }
-        return self._observation(), float(correct), True, False, info
+        # Answering does not change the scene: the same frame, not drawn again.
+        return self._unchanged_observation(), float(correct), True, False, info
 
     def _text(self) -> str:
         return self._question

@@ -105,6 +105,9 @@ class GymTaskEnv:
         self.task = task
         self.env = env
         self._mapping = self._resolve_actions()
+        # Fixed from here on; every observation's prompt fields use them.
+        self._action_words: tuple[str, ...] = () if self._mapping is None else tuple(self._mapping)
+        self._actions_text = " ".join(self._action_words)
         self._parser = ActionParser(task.parser, None if self._mapping is None else self._mapping)
         fallback = task.invalid_action.fallback_action
         self._fallback = None if fallback is None else self._env_action(fallback)
@@ -123,7 +126,7 @@ class GymTaskEnv:
     @property
     def action_words(self) -> tuple[str, ...]:
         """The valid action words (empty for free-text answers)."""
-        return () if self._mapping is None else tuple(self._mapping)
+        return self._action_words
 
     @property
     def system_prompt(self) -> str | None:
@@ -316,7 +319,7 @@ class GymTaskEnv:
             "text": "",
             "step": self.steps,
             "max_steps": self.task.max_steps,
-            "actions": " ".join(self.action_words),
+            "actions": self._actions_text,
         }
         if isinstance(self._obs, dict):
             fields.update(
