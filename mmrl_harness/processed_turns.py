@@ -19,7 +19,7 @@ Which dimension of each tensor is per turn follows from the batch itself:
 A batch with any other tensor (or none of these shapes) is not split: ``split`` returns ``None``
 and the caller runs the processor as before.
 
-Each turn also has a ``key``: the bytes of all its tensors (names, dtypes, shapes, values). Two
+Each turn also has a ``key``: a digest of all its tensors (names, dtypes, shapes, values). Two
 turns with equal keys are the same model input, so ``distinct`` lets a forward pass run once per
 distinct turn (tasks with few states repeat observations: 20 distinct ones among NumberLine's 256
 turns per update) and hand each turn its row of the output.
@@ -27,6 +27,7 @@ turns per update) and hand each turn its row of the output.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,13 +138,16 @@ class ProcessedTurns:
 
 
 def row_key(row: Mapping[str, torch.Tensor]) -> bytes:
-    """Bytes equal for two turns exactly when their tensors are (names, dtypes, shapes, values)."""
-    parts = []
+    """A 16-byte digest equal for two turns when their tensors are (names, dtypes, shapes,
+    values); a digest rather than the bytes themselves, so a rollout of 336-px frames does not
+    hold a second copy of its pixels (two different turns collide with probability ~2^-128)."""
+    digest = hashlib.blake2b(digest_size=16)
     for name in sorted(row):
         value = row[name].contiguous()
-        header = f"{name}|{value.dtype}|{tuple(value.shape)}|".encode()
-        parts += [header, value.view(torch.uint8).numpy().tobytes() if value.numel() else b""]
-    return b"".join(parts)
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        if value.numel():
+            digest.update(value.view(torch.uint8).numpy().data)
+    return digest.digest()
 
 
 def _pieces(

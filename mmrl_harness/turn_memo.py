@@ -18,15 +18,15 @@ mode's sampled answers are not kept.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from mmrl_harness.models.loading import LoadedVLM
     from mmrl_harness.policy_head import TurnModel
     from mmrl_harness.processed_turns import ProcessedTurns
@@ -52,9 +52,12 @@ class _Entry:
 
 
 def observation_key(frame: np.ndarray, prompt: str) -> bytes:
-    """Bytes equal for two observations exactly when their frames and prompts are."""
-    header = f"{frame.dtype}|{frame.shape}|{len(prompt)}|".encode()
-    return header + prompt.encode() + frame.tobytes()
+    """A 16-byte digest equal for two observations when their frames and prompts are (a digest,
+    so the memo does not keep a copy of every frame; collisions ~2^-128)."""
+    digest = hashlib.blake2b(f"{frame.dtype}|{frame.shape}|{len(prompt)}|".encode(), digest_size=16)
+    digest.update(prompt.encode())
+    digest.update(np.ascontiguousarray(frame).data)
+    return digest.digest()
 
 
 @dataclass

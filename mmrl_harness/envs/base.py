@@ -7,11 +7,9 @@ space is ``Text``. ``render()`` returns the current frame (``render_mode="rgb_ar
 
 from __future__ import annotations
 
-import copy
 import string
 from collections import OrderedDict
 from collections.abc import Hashable
-from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
@@ -35,39 +33,13 @@ def check_image_size(image_size: int) -> int:
 
 def text_space() -> spaces.Text:
     """The ``Text`` space of observation text and free-text actions."""
-    return _fresh(_text_space())
+    return spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
 
 
 def image_text_space(height: int, width: int | None = None) -> spaces.Dict:
     """The observation space ``{"image": Box(uint8, (H, W, 3)), "text": Text}``."""
     shape = (height, width if width is not None else height, 3)
-    return spaces.Dict({"image": _fresh(_image_box(shape)), "text": text_space()})
-
-
-@lru_cache(maxsize=1)
-def _text_space() -> spaces.Text:
-    return spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=TEXT_CHARSET)
-
-
-@lru_cache(maxsize=64)
-def _image_box(shape: tuple[int, int, int]) -> spaces.Box:
-    return spaces.Box(0, 255, shape, np.uint8)
-
-
-def _fresh(space: Any) -> Any:
-    """A copy of a prototype space with its own arrays and its own (unseeded) sampling RNG.
-
-    Building a ``Box`` or ``Text`` validates its arguments (about 0.2 ms each), which made
-    creating an environment cost as much as several resets; a shallow copy with the arrays
-    copied is the same space for a tenth of that. Immutable members (the ``Text`` charset) are
-    shared.
-    """
-    fresh = copy.copy(space)
-    for name, value in vars(fresh).items():
-        if isinstance(value, np.ndarray):
-            setattr(fresh, name, value.copy())
-    fresh._np_random = None  # Gymnasium creates (or seeds) a space's generator from this
-    return fresh
+    return spaces.Dict({"image": spaces.Box(0, 255, shape, np.uint8), "text": text_space()})
 
 
 #: Clean frames of envs whose frame is a pure function of a small discrete state, keyed by
