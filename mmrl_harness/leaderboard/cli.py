@@ -16,7 +16,6 @@ from rich.table import Table
 from mmrl_harness.cli_support import user_errors
 
 console = Console()
-err_console = Console(stderr=True)
 leaderboard_app = typer.Typer(
     help="Show, render and reproduce leaderboards (see docs/leaderboards.md).",
     no_args_is_help=True,
